@@ -1,0 +1,45 @@
+# A newcomer's entry points: `make demo`, `make test`, `make lint`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv demo test test-fast lint fmt bench clean
+
+help:
+	@echo "make demo   - set up .venv, start the Graph simulator, audit the demo fleet, print report paths"
+	@echo "make test   - set up .venv and run the whole test suite"
+	@echo "make lint   - ruff (lint + format check) and mypy --strict"
+	@echo "make bench  - benchmarks that print figures (simulator fleet generator, ...)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/auditor demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check auditor tests benchmarks
+	$(BIN)/ruff format --check auditor tests benchmarks
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format auditor tests benchmarks
+	$(BIN)/ruff check --fix auditor tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_fleet_generator.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache reports/out

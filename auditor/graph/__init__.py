@@ -1,0 +1,1 @@
+"""The only package that imports the Microsoft SDKs (msgraph, kiota, azure.identity)."""
