@@ -7,11 +7,15 @@ honours every Retry-After and a write is never repeated blindly.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +59,17 @@ class ConnectionSettings:
 
 
 def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """Public roots, plus SSL_CERT_FILE (honoured by default) and the configured extra CA bundle."""
+    """Public roots, plus SSL_CERT_FILE (honoured by default) and the configured extra CA bundle.
+
+    Loading the roots costs ~90 ms, so one context per bundle is shared by all tenants.
+    """
+    key = f"{os.environ.get('SSL_CERT_FILE')}|{ca_bundle}"
+    if key not in _SSL_CONTEXTS:
+        _SSL_CONTEXTS[key] = _new_ssl_context(ca_bundle)
+    return _SSL_CONTEXTS[key]
+
+
+def _new_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=certifi.where())
     context.load_default_certs()
     for extra in (os.environ.get("SSL_CERT_FILE"), str(ca_bundle) if ca_bundle else None):
@@ -101,9 +115,77 @@ def make_credential(settings: ConnectionSettings) -> AsyncTokenCredential:
     return ManagedIdentityCredential(**kwargs)
 
 
-def make_graph_client(credential: AsyncTokenCredential, settings: ConnectionSettings) -> GraphServiceClient:
-    """A GraphServiceClient on our own httpx client (trust, time-outs) with SDK retries under our control."""
+class ThrottleGate:
+    """A tenant-wide pause: after a 429, no request of this tenant leaves before Retry-After has passed.
+
+    It sits in the HTTP client itself (an httpx request hook, the last thing before the wire), so a
+    request that was prepared before the 429 arrived still waits; a 429 answer pauses it (response hook).
+    """
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    async def wait(self) -> None:
+        # A loop, not an Event: a later 429 may push the pause further out while we sleep.
+        while (delay := self._until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+
+    def pause(self, seconds: float) -> None:
+        self._until = max(self._until, time.monotonic() + seconds)
+
+    async def on_request(self, request: httpx.Request) -> None:
+        await self.wait()
+
+    async def on_response(self, response: httpx.Response) -> None:
+        if response.status_code == 429:
+            seconds = retry_after_seconds(response.headers)
+            self.pause(seconds if seconds is not None else DEFAULT_THROTTLE_PAUSE)
+
+
+DEFAULT_THROTTLE_PAUSE = 5.0  # a 429 without Retry-After: pause the tenant this long before anything else
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None when absent/unreadable."""
+    value = None
+    getter = getattr(headers, "get", None) if headers is not None else None
+    if getter is not None:
+        value = getter("retry-after") or getter("Retry-After")
+    if isinstance(value, (list, tuple, set, frozenset)):
+        value = next(iter(value), None)
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(text).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+_SSL_CONTEXTS: dict[str, ssl.SSLContext] = {}
+
+
+def make_graph_client(
+    credential: AsyncTokenCredential,
+    settings: ConnectionSettings,
+    gate: ThrottleGate,
+    *,
+    event_hooks: dict[str, list[Any]] | None = None,
+) -> GraphServiceClient:
+    """A GraphServiceClient on our own httpx client (trust, time-outs) with SDK retries under our control.
+
+    `event_hooks` are extra httpx event hooks (request/response) run after the throttle gate, for
+    observing what is actually sent, in tests and tools.
+    """
+    hooks = {
+        "request": [gate.on_request, *(event_hooks or {}).get("request", [])],
+        "response": [gate.on_response, *(event_hooks or {}).get("response", [])],
+    }
     http = httpx.AsyncClient(
+        event_hooks=hooks,
         verify=_ssl_context(settings.ca_bundle),
         http2=True,
         timeout=httpx.Timeout(settings.timeout_seconds, connect=min(30.0, settings.timeout_seconds)),
@@ -128,6 +210,7 @@ class GraphSession:
     settings: ConnectionSettings
     credential: AsyncTokenCredential
     client: GraphServiceClient
+    gate: ThrottleGate
 
     @property
     def base_url(self) -> str:
@@ -135,16 +218,25 @@ class GraphSession:
 
 
 @asynccontextmanager
-async def open_session(settings: ConnectionSettings) -> AsyncIterator[GraphSession]:
+async def open_session(
+    settings: ConnectionSettings, *, event_hooks: dict[str, list[Any]] | None = None
+) -> AsyncIterator[GraphSession]:
     """Open a credential and a Graph client for one tenant; both are closed on exit."""
     credential = make_credential(settings)
     try:
-        client = make_graph_client(credential, settings)
+        gate = ThrottleGate()
+        client = make_graph_client(credential, settings, gate, event_hooks=event_hooks)
         try:
-            yield GraphSession(settings, credential, client)
+            yield GraphSession(settings, credential, client, gate)
         finally:
             http = getattr(client.request_adapter, "_http_client", None)
             if http is not None:
                 await http.aclose()
     finally:
         await credential.close()
+
+
+# azure-identity logs every failed sign-in at WARNING with the whole Entra answer; the auditor reports
+# the failure itself (as AUTH_FAILED with a hint), so only its errors are worth letting through.
+logging.getLogger("azure.identity").setLevel(logging.ERROR)
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)

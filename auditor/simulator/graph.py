@@ -1016,9 +1016,21 @@ class GraphService:
         return self.collection(call, items, "directoryObjects", supports=("$select", "$top", "$count"))
 
     def ra_list(self, call: Call) -> Reply:
-        return self.collection(
+        expand = [e.strip() for e in call.query.get("$expand", "").split(",") if e.strip()]
+        for name in expand:
+            if name not in ("principal", "roleDefinition"):
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    f"Could not find a property named '{name}' on type "
+                    "'microsoft.graph.unifiedRoleAssignment'.",
+                )
+        items = self._active(call.tenant)
+        if expand:
+            items = [self._expanded(call.tenant, a, expand) for a in items]
+        reply = self.collection(
             call,
-            self._active(call.tenant),
+            items,
             "roleManagement/directory/roleAssignments",
             spec=_ROLE_ASSIGNMENT_SPEC,
             selectable=(
@@ -1030,7 +1042,51 @@ class GraphService:
                 "condition",
             ),
             max_top=None,
+            supports=("$filter", "$select", "$top", "$count", "$expand"),
         )
+        if expand and isinstance(reply.body, dict):
+            context = reply.body["@odata.context"]
+            reply.body["@odata.context"] = context + "(" + ",".join(f"{e}()" for e in expand) + ")"
+        return reply
+
+    def _expanded(self, tenant: TenantState, assignment: dict[str, Any], expand: list[str]) -> dict[str, Any]:
+        item = dict(assignment)
+        if "principal" in expand:
+            principal_id = assignment["principalId"]
+            sp, group, user = (
+                tenant.sp(principal_id),
+                tenant.group(principal_id),
+                tenant.users.find(principal_id),
+            )
+            if sp is not None:
+                item["principal"] = {
+                    "@odata.type": "#microsoft.graph.servicePrincipal",
+                    "id": sp["id"],
+                    "appId": sp["appId"],
+                    "displayName": sp["displayName"],
+                }
+            elif group is not None:
+                item["principal"] = {
+                    "@odata.type": "#microsoft.graph.group",
+                    "id": group["id"],
+                    "displayName": group["displayName"],
+                }
+            elif user is not None:
+                item["principal"] = {
+                    "@odata.type": "#microsoft.graph.user",
+                    "id": user.id,
+                    "displayName": user.display_name,
+                }
+        if "roleDefinition" in expand:
+            template = assignment["roleDefinitionId"].lower()
+            item["roleDefinition"] = {
+                "id": template,
+                "templateId": template,
+                "isBuiltIn": True,
+                "isEnabled": True,
+                "displayName": ROLE_TEMPLATES.get(template, "Custom role"),
+            }
+        return item
 
     def ra_get(self, call: Call, ra_id: str) -> Reply:
         for assignment in self._active(call.tenant):

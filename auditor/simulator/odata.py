@@ -207,7 +207,8 @@ class PropertyRule:
 
 
 def rule(default: str, advanced: str = "") -> PropertyRule:
-    return PropertyRule(frozenset(default.split()), frozenset(advanced.split()))
+    """Operators by name (case does not matter: `startsWith` is stored as `startswith`)."""
+    return PropertyRule(frozenset(default.lower().split()), frozenset(advanced.lower().split()))
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ class FilterSpec:
     def check(self, node: Node, advanced_allowed: bool) -> None:
         """Raise ODataQueryError if Graph would refuse this filter on this resource."""
         for prop, op in _operators(node):
+            op = op.lower()
             rule_ = self._rule(prop)
             if op in rule_.default:
                 continue

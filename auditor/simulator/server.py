@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -30,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .faults import FaultProfile, FaultRule, Observer, RequestRecord
-from .graph import GraphService, Reply
+from .graph import GraphService, Reply, error_body
 from .identity import IdentityService, TokenError
 from .tls import make_client_certificate, make_server_tls
 from .world import World, thumbprint
@@ -305,8 +306,11 @@ class GraphSimulator:
         )
 
     async def _unknown(self, request: web.Request) -> web.StreamResponse:
-        body = {"error": {"code": "BadRequest", "message": "Invalid version.", "innerError": {}}}
-        return web.json_response(body, status=400)
+        request_id = str(uuid.uuid4())
+        client_request_id = request.headers.get("client-request-id", request_id)
+        body = error_body("BadRequest", "Invalid version.", request_id, client_request_id)
+        headers = {**_GRAPH_HEADERS, "request-id": request_id, "client-request-id": client_request_id}
+        return web.json_response(body, status=400, headers=headers)
 
     async def _graph(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
