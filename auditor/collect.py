@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from auditor.config import AuditConfig, AuthMethod, TenantConfig
+from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig
 from auditor.constants import EXCHANGE_ONLINE_APP_ID
 from auditor.errors import ErrorCode, GraphError, TenantError, permission_hint
 from auditor.evaluate import EvaluationSettings, evaluate, identify_service_principal
@@ -65,10 +65,13 @@ class SettingsError(Exception):
         self.error = error
 
 
-def connection_settings(tenant: TenantConfig, environ: dict[str, str] | None = None) -> ConnectionSettings:
-    """Resolve a tenant's auth settings; secrets are read from the environment only now."""
+def connection_settings(
+    tenant: TenantConfig, environ: Mapping[str, str] | None = None, *, auth: EffectiveAuth | None = None
+) -> ConnectionSettings:
+    """Resolve a tenant's auth settings (its read `auth` unless another is given); secrets are read from
+    the environment only now."""
     env = os.environ if environ is None else environ
-    auth = tenant.auth
+    auth = auth or tenant.auth
     label = f"{tenant.name} ({tenant.tenant_id})"
 
     def config_error(message: str, hint: str) -> SettingsError:
@@ -79,25 +82,33 @@ def connection_settings(tenant: TenantConfig, environ: dict[str, str] | None = N
         name = auth.client_secret_env or ""
         secret = env.get(name)
         if not secret:
-            raise config_error(f"environment variable {name} (client_secret_env) is not set",
-                               f"Set {name} in the environment the auditor runs in (scheduler, service, container).")  # fmt: skip
+            raise config_error(
+                f"environment variable {name} (client_secret_env) is not set",
+                f"Set {name} in the environment the auditor runs in (scheduler, service, container).",
+            )
     if auth.method is AuthMethod.CERTIFICATE:
         path = auth.certificate_path
         if path is None or not path.is_file():
-            raise config_error(f"certificate file {path} (certificate_path) does not exist",
-                               "Point certificate_path at the PEM file holding the app's private key and certificate.")  # fmt: skip
+            raise config_error(
+                f"certificate file {path} (certificate_path) does not exist",
+                "Point certificate_path at the PEM file holding the app's private key and certificate.",
+            )
         if auth.certificate_password_env:
             password = env.get(auth.certificate_password_env)
             if password is None:
-                raise config_error(f"environment variable {auth.certificate_password_env} "
-                                   "(certificate_password_env) is not set",
-                                   f"Set {auth.certificate_password_env} to the certificate key's password.")  # fmt: skip
+                raise config_error(
+                    f"environment variable {auth.certificate_password_env} "
+                    "(certificate_password_env) is not set",
+                    f"Set {auth.certificate_password_env} to the certificate key's password.",
+                )
     if auth.method is AuthMethod.WORKLOAD_IDENTITY:
         from_env = env.get("AZURE_FEDERATED_TOKEN_FILE")
         token_file = auth.token_file_path or (Path(from_env) if from_env else None)
         if token_file is None or not token_file.is_file():
-            raise config_error(f"federated token file {token_file} does not exist",
-                               "Set token_file_path (or AZURE_FEDERATED_TOKEN_FILE) to the projected token.")  # fmt: skip
+            raise config_error(
+                f"federated token file {token_file} does not exist",
+                "Set token_file_path (or AZURE_FEDERATED_TOKEN_FILE) to the projected token.",
+            )
     else:
         token_file = None
     return ConnectionSettings(
@@ -148,8 +159,9 @@ class TenantCollector:
         roles: Section[RoleEvidence] | None = None
         exchange: Section[ExchangeAppRoles] | None = None
         if isinstance(sp_section, Collected):
-            match = identify_service_principal(sp_section.value.candidates, self.vendor, tenant.tenant_id,
-                                               tenant_name=tenant.name)  # fmt: skip
+            match = identify_service_principal(
+                sp_section.value.candidates, self.vendor, tenant.tenant_id, tenant_name=tenant.name
+            )
             if match.identified is not None:
                 sp = match.identified.record
                 exchange_read = self._exchange(sp) if self.vendor.checks_exchange else None
@@ -160,15 +172,24 @@ class TenantCollector:
                 roles, exchange = roles_section, exchange_section
         mailboxes = await census_task
         auth_failure = next(
-            (s.error for s in (sp_section, roles, exchange, mailboxes)
-             if isinstance(s, Failed) and s.error.code is ErrorCode.AUTH_FAILED),
+            (
+                s.error
+                for s in (sp_section, roles, exchange, mailboxes)
+                if isinstance(s, Failed) and s.error.code is ErrorCode.AUTH_FAILED
+            ),
             None,
-        )  # fmt: skip
+        )
         return TenantSnapshot(
-            tenant_name=tenant.name, tenant_id=tenant.tenant_id, collected_at=started,
-            organization_name=org_name, error=auth_failure, service_principals=sp_section, roles=roles,
-            exchange=exchange, mailboxes=mailboxes,
-        )  # fmt: skip
+            tenant_name=tenant.name,
+            tenant_id=tenant.tenant_id,
+            collected_at=started,
+            organization_name=org_name,
+            error=auth_failure,
+            service_principals=sp_section,
+            roles=roles,
+            exchange=exchange,
+            mailboxes=mailboxes,
+        )
 
     async def _organization(self) -> str | None:
         org = await self.reader.organization()
@@ -182,18 +203,22 @@ class TenantCollector:
             lookups.append(IdentificationMethod.APP_ID)
         if self.vendor.app_display_name:
             filters.append(f"displayName eq {_quote(self.vendor.app_display_name)}")
-            lookups.append(IdentificationMethod.PUBLISHER if self.vendor.publisher_tenant_id else
-                           IdentificationMethod.DISPLAY_NAME)  # fmt: skip
+            lookups.append(
+                IdentificationMethod.PUBLISHER
+                if self.vendor.publisher_tenant_id
+                else IdentificationMethod.DISPLAY_NAME
+            )
         found: dict[str, ServicePrincipalRecord] = {}
         for odata_filter in filters:
             for item in await self.reader.service_principals(odata_filter, SP_FIELDS):
                 record = ServicePrincipalRecord(
-                    id=str(item["id"]), app_id=str(item.get("appId") or ""),
+                    id=str(item["id"]),
+                    app_id=str(item.get("appId") or ""),
                     display_name=str(item.get("displayName") or ""),
                     account_enabled=bool(item.get("accountEnabled", True)),
                     app_owner_organization_id=item.get("appOwnerOrganizationId"),
                     service_principal_type=item.get("servicePrincipalType"),
-                )  # fmt: skip
+                )
                 found[record.id.lower()] = record
         return ServicePrincipalSearch(tuple(found.values()), tuple(lookups))
 
@@ -223,8 +248,10 @@ class TenantCollector:
             pim_available = True
             ends = {(i.get("roleAssignmentOriginId") or i.get("id")): i.get("endDateTime") for i in instances}
             active = [_with_end(a, ends.get(a.id)) for a in active]
-            eligible = [_assignment(i, via_group=i.get("principalId") != sp.id)
-                        for i in await self.reader.role_eligibility_instances(_principal_filter(principals))]  # fmt: skip
+            eligible = [
+                _assignment(i, via_group=i.get("principalId") != sp.id)
+                for i in await self.reader.role_eligibility_instances(_principal_filter(principals))
+            ]
         except GraphError as exc:
             if exc.status == 400 and "AadPremiumLicenseRequired" in exc.message:
                 pim_available = False
@@ -269,13 +296,14 @@ def _principal_filter(principal_ids: list[str]) -> str:
 def _assignment(item: dict[str, Any], *, via_group: bool) -> RoleAssignmentRecord:
     principal = str(item.get("principalId") or "")
     return RoleAssignmentRecord(
-        id=str(item.get("id") or ""), principal_id=principal,
+        id=str(item.get("id") or ""),
+        principal_id=principal,
         role_definition_id=str(item.get("roleDefinitionId") or "").lower(),
         directory_scope_id=str(item.get("directoryScopeId") or ""),
         end_date_time=_parse_time(item.get("endDateTime")),
         via_group_id=principal if via_group else None,
         member_type="Group" if via_group else str(item.get("memberType") or "Direct"),
-    )  # fmt: skip
+    )
 
 
 def _with_end(record: RoleAssignmentRecord, end: Any) -> RoleAssignmentRecord:
@@ -294,8 +322,9 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def census_from(users: list[dict[str, Any]], answers: dict[str, MailboxAnswer], tenant_label: str,
-                app_label: str) -> MailboxCensus:  # fmt: skip
+def census_from(
+    users: list[dict[str, Any]], answers: dict[str, MailboxAnswer], tenant_label: str, app_label: str
+) -> MailboxCensus:
     """Count users by mailbox purpose; users without a mail address have no mailbox to classify."""
     counts = {"user": 0, "room": 0, "equipment": 0, "other": 0, "no_mailbox": 0}
     shared: list[SharedMailbox] = []
@@ -315,11 +344,16 @@ def census_from(users: list[dict[str, Any]], answers: dict[str, MailboxAnswer], 
             failures[answer.failure] = failures.get(answer.failure, 0) + 1
             denied += answer.status == 403
         elif answer.purpose == "shared":
-            shared.append(SharedMailbox(
-                id=uid, display_name=str(user.get("displayName") or ""),
-                user_principal_name=str(user.get("userPrincipalName") or ""), mail=user.get("mail"),
-                account_enabled=bool(user.get("accountEnabled")), licensed=bool(user.get("assignedLicenses")),
-            ))  # fmt: skip
+            shared.append(
+                SharedMailbox(
+                    id=uid,
+                    display_name=str(user.get("displayName") or ""),
+                    user_principal_name=str(user.get("userPrincipalName") or ""),
+                    mail=user.get("mail"),
+                    account_enabled=bool(user.get("accountEnabled")),
+                    licensed=bool(user.get("assignedLicenses")),
+                )
+            )
         elif answer.purpose in ("user", "linked"):
             counts["user"] += 1
         elif answer.purpose in ("room", "equipment"):
@@ -340,8 +374,9 @@ def census_from(users: list[dict[str, Any]], answers: dict[str, MailboxAnswer], 
         reason += (
             " (403 ErrorAccessDenied: an Exchange application access policy may exclude these mailboxes)"
         )
-    return MailboxCensus(shared_mailboxes=tuple(shared), unclassified=unclassified, unclassified_reason=reason,
-                         **counts)  # fmt: skip
+    return MailboxCensus(
+        shared_mailboxes=tuple(shared), unclassified=unclassified, unclassified_reason=reason, **counts
+    )
 
 
 SessionFactory = Callable[[ConnectionSettings], Any]
@@ -350,8 +385,13 @@ SessionFactory = Callable[[ConnectionSettings], Any]
 class TenantAuditor:
     """Audits one tenant: sign in, collect, evaluate. Never raises for Graph or sign-in problems."""
 
-    def __init__(self, config: AuditConfig, *, session_factory: SessionFactory = open_session,
-                 environ: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: AuditConfig,
+        *,
+        session_factory: SessionFactory = open_session,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.session_factory = session_factory
         self.environ = environ

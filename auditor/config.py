@@ -120,6 +120,14 @@ class TenantConfig:
     price_per_mailbox: float  # the tenant's override, else [billing].price_per_mailbox
     tags: tuple[str, ...] = ()
     remediate: bool = True  # may --remediate write in this tenant?
+    # A separate credential for --remediate's one write (RoleManagement.ReadWrite.Directory), so the nightly
+    # read-only identity need not hold it; None: write with `auth`.
+    write_auth: EffectiveAuth | None = None
+
+    @property
+    def remediation_auth(self) -> EffectiveAuth:
+        """The credential remediation writes with."""
+        return self.write_auth or self.auth
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ class AuditConfig:
 
 # --- keys -------------------------------------------------------------------------------------------------
 
-_TOP_KEYS: Final = ("vendor", "billing", "auth", "run", "tenants")
+_TOP_KEYS: Final = ("vendor", "billing", "auth", "remediation_auth", "run", "tenants")
 _VENDOR_KEYS: Final = ("app_display_name", "app_id", "publisher_tenant_id", "exchange_app_role")
 _BILLING_KEYS: Final = ("price_per_mailbox", "currency")
 _RUN_KEYS: Final = ("concurrency", "tenant_timeout_seconds")
@@ -151,7 +159,24 @@ _AUTH_KEYS: Final = (
     "graph_endpoint",
     "ca_bundle",
 )
-_TENANT_KEYS: Final = ("name", "tenant_id", "tags", "remediate", "price_per_mailbox", "auth", *_AUTH_KEYS)
+_TENANT_KEYS: Final = (
+    "name",
+    "tenant_id",
+    "tags",
+    "remediate",
+    "price_per_mailbox",
+    "auth",
+    "remediation_auth",
+    *_AUTH_KEYS,
+)
+# Keys that say which credential to use; a level that sets one replaces all of them from lower levels.
+_CREDENTIAL_KEYS: Final = (
+    "method",
+    "certificate_path",
+    "certificate_password_env",
+    "client_secret_env",
+    "token_file_path",
+)
 
 # Keys that would hold a secret value. Rejected wherever they appear, with the key to use instead.
 _SECRET_KEYS: Final = {
@@ -326,6 +351,16 @@ class _AuthLayer:
         return f"{self.keypath}.{name}"
 
 
+def _overlay(base: _AuthLayer, top: _AuthLayer) -> _AuthLayer:
+    """`top` over `base`; when `top` names a credential, none of `base`'s credential keys survive."""
+    values = dict(base.values)
+    if any(key in top.values for key in _CREDENTIAL_KEYS):
+        for key in _CREDENTIAL_KEYS:
+            values.pop(key, None)
+    values.update(top.values)
+    return _AuthLayer(top.keypath if top.values else base.keypath, values)
+
+
 class _Parser:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -342,6 +377,7 @@ class _Parser:
         billing = self.parse_billing(self.table(data, "billing"))
         run = self.parse_run(self.table(data, "run"))
         defaults = self.auth_layer(self.table(data, "auth"), "auth")
+        write_defaults = self.auth_layer(self.table(data, "remediation_auth"), "remediation_auth")
 
         raw_tenants = data.get("tenants")
         if raw_tenants is None or raw_tenants == []:
@@ -353,7 +389,8 @@ class _Parser:
         if not isinstance(raw_tenants, list) or not all(isinstance(t, dict) for t in raw_tenants):
             self.fail("tenants", "must be an array of tables", "write each tenant as a [[tenants]] table")
         tenants = tuple(
-            self.parse_tenant(raw, f"tenants[{i}]", defaults, billing) for i, raw in enumerate(raw_tenants)
+            self.parse_tenant(raw, f"tenants[{i}]", defaults, billing, write_defaults)
+            for i, raw in enumerate(raw_tenants)
         )
         self.check_unique(tenants)
         return AuditConfig(path=self.path.resolve(), vendor=vendor, billing=billing, run=run, tenants=tenants)
@@ -441,7 +478,12 @@ class _Parser:
         return RunSettings(concurrency=concurrency, tenant_timeout_seconds=float(timeout))
 
     def parse_tenant(
-        self, table: Mapping[str, Any], keypath: str, defaults: _AuthLayer, billing: BillingSettings
+        self,
+        table: Mapping[str, Any],
+        keypath: str,
+        defaults: _AuthLayer,
+        billing: BillingSettings,
+        write_defaults: _AuthLayer | None = None,
     ) -> TenantConfig:
         self.check_keys(table, _TENANT_KEYS, keypath, what="[[tenants]] table")
         name_value = table.get("name")
@@ -484,8 +526,30 @@ class _Parser:
             )
         overrides = self.auth_layer({**flat, **nested_raw}, keypath)
         auth = self.resolve_auth(defaults, overrides, label)
+        write_raw = table.get("remediation_auth", {})
+        if not isinstance(write_raw, dict):
+            self.fail(
+                f"{keypath}.remediation_auth",
+                f"{label}: must be a table",
+                "write it as [tenants.remediation_auth]",
+            )
+        self.check_keys(
+            write_raw, _AUTH_KEYS, f"{keypath}.remediation_auth", what="[tenants.remediation_auth] table"
+        )
+        write_auth = None
+        write_layer = self.auth_layer(write_raw, f"{keypath}.remediation_auth")
+        if write_raw or (write_defaults is not None and write_defaults.values):
+            # Most specific first: the tenant's remediation_auth, [remediation_auth], the tenant, [auth].
+            layered = _overlay(overrides, write_defaults) if write_defaults is not None else overrides
+            write_auth = self.resolve_auth(defaults, _overlay(layered, write_layer), label)
         return TenantConfig(
-            name=name, tenant_id=tenant_id, tags=tags, remediate=remediate, price_per_mailbox=price, auth=auth
+            name=name,
+            tenant_id=tenant_id,
+            tags=tags,
+            remediate=remediate,
+            price_per_mailbox=price,
+            auth=auth,
+            write_auth=write_auth,
         )
 
     def check_unique(self, tenants: Sequence[TenantConfig]) -> None:
@@ -510,8 +574,8 @@ class _Parser:
 
     # -- auth
     def auth_layer(self, table: Mapping[str, Any], keypath: str) -> _AuthLayer:
-        if keypath == "auth":
-            self.check_keys(table, _AUTH_KEYS, keypath, what="[auth] section")
+        if keypath in ("auth", "remediation_auth"):
+            self.check_keys(table, _AUTH_KEYS, keypath, what=f"[{keypath}] section")
         values: dict[str, Any] = {}
         for key, value in table.items():
             where = f"{keypath}.{key}"

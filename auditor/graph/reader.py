@@ -102,7 +102,9 @@ class GraphReader:
             info = build()  # the session's throttle gate holds it back while the tenant is paused
             self.requests_sent += 1
             try:
-                adapter: Any = self.client.request_adapter  # its stubs claim send_primitive_async returns None
+                adapter: Any = (
+                    self.client.request_adapter
+                )  # its stubs claim send_primitive_async returns None
                 raw: bytes | None = await adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
                 return dict(json.loads(raw)) if raw else {}
             except ODataError as exc:
@@ -155,14 +157,19 @@ class GraphReader:
                 request_id=request_id,
             )
         if status == 429:
-            return GraphError(f"{what} (still throttled after {self.policy.attempts} attempts)",
-                              code=ErrorCode.THROTTLED, status=status, request_id=request_id)  # fmt: skip
+            return GraphError(
+                f"{what} (still throttled after {self.policy.attempts} attempts)",
+                code=ErrorCode.THROTTLED,
+                status=status,
+                request_id=request_id,
+            )
         return GraphError(what, code=ErrorCode.GRAPH_ERROR, status=status, request_id=request_id)
 
     # --- helpers for requests -----------------------------------------------------------------------
 
-    def builder_request(self, builder: Any, query: Any = None, headers: dict[str, str] | None = None
-                        ) -> Callable[[], RequestInformation]:  # fmt: skip
+    def builder_request(
+        self, builder: Any, query: Any = None, headers: dict[str, str] | None = None
+    ) -> Callable[[], RequestInformation]:
         """A factory for a request built by an SDK request builder, with query parameters and headers."""
 
         def build() -> RequestInformation:
@@ -192,8 +199,9 @@ class GraphReader:
 
         return build
 
-    async def get_all(self, first: Callable[[], RequestInformation], permission: str,
-                      headers: dict[str, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    async def get_all(
+        self, first: Callable[[], RequestInformation], permission: str, headers: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """Every item of a collection, following @odata.nextLink verbatim."""
         items: list[dict[str, Any]] = []
         build = first
@@ -225,8 +233,9 @@ class GraphReader:
 
     async def service_principal_by_app_id(self, app_id: str, select: list[str]) -> dict[str, Any]:
         query = "$select=" + ",".join(select)
-        return await self.send(self.url_request(f"/servicePrincipals(appId='{app_id}')?{query}"),
-                               "Application.Read.All")  # fmt: skip
+        return await self.send(
+            self.url_request(f"/servicePrincipals(appId='{app_id}')?{query}"), "Application.Read.All"
+        )
 
     async def role_assignments(self, odata_filter: str) -> list[dict[str, Any]]:
         builder = self.client.role_management.directory.role_assignments
@@ -238,14 +247,16 @@ class GraphReader:
     async def role_assignment_instances(self, odata_filter: str) -> list[dict[str, Any]]:
         builder = self.client.role_management.directory.role_assignment_schedule_instances
         params = RoleAssignmentScheduleInstancesRequestBuilder.RoleAssignmentScheduleInstancesRequestBuilderGetQueryParameters
-        return await self.get_all(self.builder_request(builder, params(filter=odata_filter)),
-                                  "RoleManagement.Read.Directory")  # fmt: skip
+        return await self.get_all(
+            self.builder_request(builder, params(filter=odata_filter)), "RoleManagement.Read.Directory"
+        )
 
     async def role_eligibility_instances(self, odata_filter: str) -> list[dict[str, Any]]:
         builder = self.client.role_management.directory.role_eligibility_schedule_instances
         params = RoleEligibilityScheduleInstancesRequestBuilder.RoleEligibilityScheduleInstancesRequestBuilderGetQueryParameters
-        return await self.get_all(self.builder_request(builder, params(filter=odata_filter)),
-                                  "RoleManagement.Read.Directory")  # fmt: skip
+        return await self.get_all(
+            self.builder_request(builder, params(filter=odata_filter)), "RoleManagement.Read.Directory"
+        )
 
     async def transitive_member_of(self, sp_id: str) -> list[dict[str, Any]]:
         builder = self.client.service_principals.by_service_principal_id(sp_id).transitive_member_of
@@ -291,8 +302,10 @@ class GraphReader:
         slots = asyncio.Semaphore(MAILBOX_BATCHES_IN_FLIGHT)
 
         async def run_chunk(chunk: list[str]) -> None:
-            items = [{"id": str(i), "method": "GET", "url": f"/users/{uid}/mailboxSettings?$select=userPurpose"}
-                     for i, uid in enumerate(chunk)]  # fmt: skip
+            items = [
+                {"id": str(i), "method": "GET", "url": f"/users/{uid}/mailboxSettings?$select=userPurpose"}
+                for i, uid in enumerate(chunk)
+            ]
             async with slots:
                 responses = await self.batch(items, "MailboxSettings.Read")
             for index, uid in enumerate(chunk):
@@ -339,8 +352,15 @@ class GraphReader:
             await asyncio.gather(*(run_chunk(chunk) for chunk in chunks))
         return answers
 
-    def _requeue_or_fail(self, uid: str, attempts: int, delay: float | None, why: str,
-                         pending: dict[str, tuple[float, int]], answers: dict[str, MailboxAnswer]) -> None:  # fmt: skip
+    def _requeue_or_fail(
+        self,
+        uid: str,
+        attempts: int,
+        delay: float | None,
+        why: str,
+        pending: dict[str, tuple[float, int]],
+        answers: dict[str, MailboxAnswer],
+    ) -> None:
         if attempts >= self.policy.attempts:
             answers[uid] = MailboxAnswer(purpose=None, failure=f"{why} after {attempts} attempts")
             del pending[uid]
@@ -360,10 +380,15 @@ def _network_error(exc: BaseException, tenant_label: str) -> GraphError:
     text = redact(str(exc) or type(exc).__name__)
     hint = ""
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        hint = ("The endpoint's TLS certificate is not trusted: set ca_bundle in the config (or SSL_CERT_FILE) to "
-                "the CA that issued it.")  # fmt: skip
-    return GraphError(f"Could not reach Microsoft Graph for tenant {tenant_label}: {text}",
-                      code=ErrorCode.NETWORK_ERROR, hint=hint)  # fmt: skip
+        hint = (
+            "The endpoint's TLS certificate is not trusted: set ca_bundle in the config (or SSL_CERT_FILE) to "
+            "the CA that issued it."
+        )
+    return GraphError(
+        f"Could not reach Microsoft Graph for tenant {tenant_label}: {text}",
+        code=ErrorCode.NETWORK_ERROR,
+        hint=hint,
+    )
 
 
 _AADSTS_HINTS = {

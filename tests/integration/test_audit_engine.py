@@ -48,8 +48,9 @@ EXPECTED: dict[str, tuple[Status, set[F], int | None]] = {
 KEY_BY_ID = {tenant_id: key for key, tenant_id in DEMO_TENANTS.items()}
 
 
-async def audit_all(config: AuditConfig, tenants: list[TenantConfig] | None = None,
-                    **auditor_options: Any) -> dict[str, TenantResult]:  # fmt: skip
+async def audit_all(
+    config: AuditConfig, tenants: list[TenantConfig] | None = None, **auditor_options: Any
+) -> dict[str, TenantResult]:
     auditor = TenantAuditor(config, **auditor_options)
     chosen = tenants if tenants is not None else list(config.tenants)
     results = await asyncio.gather(*(auditor(t) for t in chosen))
@@ -136,8 +137,16 @@ async def test_more_than_999_users_are_paged_completely(config: AuditConfig, sim
     assert sim_env.count(route="users.list", tenant=DEMO_TENANTS["lucerne"]) == 3
 
 
-def expected_requests(users: int, mailboxes: int, *, groups: bool, p2: bool, exchange_roles: bool,
-                      identified: bool = True, pinned: bool = False) -> int:  # fmt: skip
+def expected_requests(
+    users: int,
+    mailboxes: int,
+    *,
+    groups: bool,
+    p2: bool,
+    exchange_roles: bool,
+    identified: bool = True,
+    pinned: bool = False,
+) -> int:
     """README "How it works": top-level Graph requests for one tenant (batch items not counted)."""
     base = 2 + (1 if pinned else 0) + math.ceil(users / 999) + math.ceil(mailboxes / 20)
     if not identified:
@@ -157,19 +166,28 @@ def expected_requests(users: int, mailboxes: int, *, groups: bool, p2: bool, exc
     ],
 )
 async def test_request_count_follows_the_readme_formula(
-    config: AuditConfig, sim_env: GraphSimulator, key: str, groups: bool, p2: bool, exchange_roles: bool,
+    config: AuditConfig,
+    sim_env: GraphSimulator,
+    key: str,
+    groups: bool,
+    p2: bool,
+    exchange_roles: bool,
     identified: bool,
-) -> None:  # fmt: skip
+) -> None:
     tenant_id = DEMO_TENANTS[key]
     await audit_all(config, [t for t in config.tenants if t.tenant_id == tenant_id])
     state = sim_env.world.tenant(tenant_id)
     assert state is not None
     users = len(state.users)
     mailboxes = sum(1 for u in state.users if u.mail)
-    top_level = [r for r in sim_env.requests() if r.tenant_id == tenant_id and r.batch_parent is None
-                 and r.route != "identity.token"]  # fmt: skip
-    assert len(top_level) == expected_requests(users, mailboxes, groups=groups, p2=p2,
-                                               exchange_roles=exchange_roles, identified=identified)  # fmt: skip
+    top_level = [
+        r
+        for r in sim_env.requests()
+        if r.tenant_id == tenant_id and r.batch_parent is None and r.route != "identity.token"
+    ]
+    assert len(top_level) == expected_requests(
+        users, mailboxes, groups=groups, p2=p2, exchange_roles=exchange_roles, identified=identified
+    )
     assert sim_env.count(route="mailboxSettings.get", tenant=tenant_id) == mailboxes
     assert sim_env.count(route="identity.token", tenant=tenant_id) == 1
 
@@ -179,8 +197,11 @@ async def test_results_with_ten_percent_faults_equal_the_fault_free_run(
 ) -> None:
     clean = await audit_all(config)
     sim_env.reset_observations()
-    sim_env.set_faults(FaultProfile(throttle_rate=0.05, error_rate=0.05, error_statuses=(503,),
-                                    retry_after_seconds=1, latency_ms=2))  # fmt: skip
+    sim_env.set_faults(
+        FaultProfile(
+            throttle_rate=0.05, error_rate=0.05, error_statuses=(503,), retry_after_seconds=1, latency_ms=2
+        )
+    )
     wire = WireLog()
     faulty = await audit_all(config, session_factory=wire.session_factory)
     faults = [r for r in sim_env.requests() if r.fault]
@@ -235,12 +256,18 @@ class WireLog:
             for at, kind, detail in events:
                 if kind == "tenant-429":
                     until = at + detail
-                    problems += [f"{tenant}: request {t - at:.3f}s after a 429 asking {detail}s"
-                                 for t, k, _ in events if k == "send" and at < t < until]  # fmt: skip
+                    problems += [
+                        f"{tenant}: request {t - at:.3f}s after a 429 asking {detail}s"
+                        for t, k, _ in events
+                        if k == "send" and at < t < until
+                    ]
                 elif kind == "item-429":
                     user, seconds = detail
-                    problems += [f"{tenant}: mailbox {user} asked again {t - at:.3f}s after a 429 asking {seconds}s"
-                                 for t, k, users in events if k == "send" and at < t < at + seconds and user in users]  # fmt: skip
+                    problems += [
+                        f"{tenant}: mailbox {user} asked again {t - at:.3f}s after a 429 asking {seconds}s"
+                        for t, k, users in events
+                        if k == "send" and at < t < at + seconds and user in users
+                    ]
         return problems
 
 

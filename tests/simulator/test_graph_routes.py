@@ -61,9 +61,19 @@ VENDOR_PUBLISHER = "c0ffee00-5ca1-4ab1-9e55-00000000c0de"
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 MANAGE_AS_APP = "dc50a0fb-09a3-484d-be87-e023b12c6440"
-USER_DEFAULT_PROPERTIES = {"businessPhones", "displayName", "givenName", "id", "jobTitle", "mail",
-                           "mobilePhone", "officeLocation", "preferredLanguage", "surname",
-                           "userPrincipalName"}  # fmt: skip
+USER_DEFAULT_PROPERTIES = {
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "id",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+}
 SP_SELECT = ["id", "appId", "displayName", "accountEnabled", "appOwnerOrganizationId", "servicePrincipalType"]
 CAMEL = re.compile(r"^(?:@odata\.(?:context|nextLink|count|type)|[a-z][A-Za-z0-9]*)$")
 
@@ -106,8 +116,14 @@ def user_query(**kwargs: Any) -> Any:
     return UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(**kwargs)
 
 
-def raw_request(client: GraphServiceClient, path: str, *, method: Method = Method.GET, body: Any = None,
-                headers: dict[str, str] | None = None) -> RequestInformation:  # fmt: skip
+def raw_request(
+    client: GraphServiceClient,
+    path: str,
+    *,
+    method: Method = Method.GET,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> RequestInformation:
     """A request the builders cannot express (or whose raw JSON we want to see)."""
     ri = RequestInformation()
     ri.http_method = method
@@ -122,8 +138,9 @@ def raw_request(client: GraphServiceClient, path: str, *, method: Method = Metho
 
 
 async def raw_json(client: GraphServiceClient, path: str, **kwargs: Any) -> Any:
-    raw = await client.request_adapter.send_primitive_async(raw_request(client, path, **kwargs), "bytes",
-                                                            {"XXX": ODataError})  # fmt: skip
+    raw = await client.request_adapter.send_primitive_async(
+        raw_request(client, path, **kwargs), "bytes", {"XXX": ODataError}
+    )
     assert isinstance(raw, bytes)
     return json.loads(raw)
 
@@ -220,20 +237,29 @@ SP_FILTERS = [
     ("contoso", "displayName eq 'uss azuread'", {("USS AzureAD", VENDOR_APP_ID)}),  # case-insensitive
     ("contoso", f"appId eq '{VENDOR_APP_ID}'", {("USS AzureAD", VENDOR_APP_ID)}),
     ("contoso", f"appId eq '{VENDOR_APP_ID.upper()}'", {("USS AzureAD", VENDOR_APP_ID)}),
-    ("contoso", f"appId in ('{VENDOR_APP_ID}', '{EXCHANGE_APP_ID}')",
-     {("USS AzureAD", VENDOR_APP_ID), ("Office 365 Exchange Online", EXCHANGE_APP_ID)}),
+    (
+        "contoso",
+        f"appId in ('{VENDOR_APP_ID}', '{EXCHANGE_APP_ID}')",
+        {("USS AzureAD", VENDOR_APP_ID), ("Office 365 Exchange Online", EXCHANGE_APP_ID)},
+    ),
     ("contoso", "startsWith(displayName, 'office 365')", {("Office 365 Exchange Online", EXCHANGE_APP_ID)}),
     ("contoso", "displayName in ('Microsoft Graph', 'Nobody')", {("Microsoft Graph", GRAPH_APP_ID)}),
     ("margies", "displayName eq 'USS AzureAD'", set()),  # never connected: empty value, not 404
     ("coho", "displayName eq 'USS AzureAD' and accountEnabled eq false", {("USS AzureAD", VENDOR_APP_ID)}),
     ("contoso", "displayName eq 'USS AzureAD' and accountEnabled eq false", set()),
     # the look-alike is registered in the customer's own tenant: only the publisher filter tells them apart
-    ("litware", f"appOwnerOrganizationId eq {VENDOR_PUBLISHER} and displayName eq 'USS AzureAD'",
-     {("USS AzureAD", VENDOR_APP_ID)}),
-    ("proseware", f"appOwnerOrganizationId eq {VENDOR_PUBLISHER}",
-     {("USS AzureAD", VENDOR_APP_ID), ("USS AzureAD", VENDOR_LEGACY_APP_ID)}),
+    (
+        "litware",
+        f"appOwnerOrganizationId eq {VENDOR_PUBLISHER} and displayName eq 'USS AzureAD'",
+        {("USS AzureAD", VENDOR_APP_ID)},
+    ),
+    (
+        "proseware",
+        f"appOwnerOrganizationId eq {VENDOR_PUBLISHER}",
+        {("USS AzureAD", VENDOR_APP_ID), ("USS AzureAD", VENDOR_LEGACY_APP_ID)},
+    ),
     ("proseware", f"appId eq '{VENDOR_LEGACY_APP_ID}'", {("USS AzureAD", VENDOR_LEGACY_APP_ID)}),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("tenant", sorted({row[0] for row in SP_FILTERS}))
@@ -407,8 +433,10 @@ async def test_vendor_role_assignments_per_tenant(
 
 async def test_northwind_scope_filter_excludes_the_administrative_unit(sim: GraphSimulator) -> None:
     vendor = sp_id(sim, "northwind")
-    tenant_wide = ra_query(filter=f"principalId eq '{vendor}' and roleDefinitionId eq '{SECURITY_READER}' "
-                                  "and directoryScopeId eq '/'")  # fmt: skip
+    tenant_wide = ra_query(
+        filter=f"principalId eq '{vendor}' and roleDefinitionId eq '{SECURITY_READER}' "
+        "and directoryScopeId eq '/'"
+    )
     async with graph_session(sim, "northwind") as session:
         page = await session.client.role_management.directory.role_assignments.get(
             request_configuration=rc(tenant_wide)
@@ -693,10 +721,13 @@ USER_FILTERS = [
     ("contoso", "startsWith(userPrincipalName, 'ROOM')", False, 3),
     ("contoso", "not(accountEnabled eq true)", True, 16),
     ("fabrikam", "accountEnabled eq false", False, 28),  # 23 + 2 shared (one can sign in), 4 rooms
-    ("fabrikam",
-     "userPrincipalName in ('sales-html@fabrikam-retail.example', 'Formula@FABRIKAM-retail.example')",
-     False, 2),
-]  # fmt: skip
+    (
+        "fabrikam",
+        "userPrincipalName in ('sales-html@fabrikam-retail.example', 'Formula@FABRIKAM-retail.example')",
+        False,
+        2,
+    ),
+]
 
 
 @pytest.mark.parametrize("tenant", sorted({row[0] for row in USER_FILTERS}))
@@ -727,8 +758,12 @@ async def test_user_filters(sim: GraphSimulator, tenant: str) -> None:
                     page.odata_next_link is not None,
                     refused,
                 )
-            wanted[filter_] = (min(expected, top), expected if advanced else None, expected > top,
-                               (400, "Request_UnsupportedQuery") if advanced else None)  # fmt: skip
+            wanted[filter_] = (
+                min(expected, top),
+                expected if advanced else None,
+                expected > top,
+                (400, "Request_UnsupportedQuery") if advanced else None,
+            )
     assert found == wanted
 
 
@@ -841,8 +876,12 @@ def first_user(tenant: TenantState, purpose: str | None) -> str:
     return next(u.id for u in tenant.users if u.purpose == purpose and not u.mailbox_access_denied)
 
 
-MAILBOX_PURPOSES = {"shared": UserPurpose.Shared, "room": UserPurpose.Room, "equipment": UserPurpose.Equipment,
-                    "user": UserPurpose.User}  # fmt: skip
+MAILBOX_PURPOSES = {
+    "shared": UserPurpose.Shared,
+    "room": UserPurpose.Room,
+    "equipment": UserPurpose.Equipment,
+    "user": UserPurpose.User,
+}
 
 
 async def test_mailbox_settings_user_purpose(sim: GraphSimulator) -> None:
@@ -918,8 +957,11 @@ async def test_lucerne_user_purpose_counts_over_a_sample(sim: GraphSimulator) ->
     assert sim.count(route="mailboxSettings.get", tenant=lucerne.tenant_id, status=429) == 0
 
 
-MAILBOX_PATHS = ["/users/{id}/mailboxSettings", "/users/{id}/mailboxSettings?$select=userPurpose",
-                 "/users/{id}/mailboxSettings/userPurpose"]  # fmt: skip
+MAILBOX_PATHS = [
+    "/users/{id}/mailboxSettings",
+    "/users/{id}/mailboxSettings?$select=userPurpose",
+    "/users/{id}/mailboxSettings/userPurpose",
+]
 
 
 MAILBOX_ERRORS = [
@@ -1028,8 +1070,12 @@ async def test_create_role_assignment_then_conflict(fresh_sim: GraphSimulator) -
 
 async def test_create_role_assignment_raw_shape(fresh_sim: GraphSimulator) -> None:
     vendor = sp_id(fresh_sim, "lucerne")
-    payload = {"@odata.type": "#microsoft.graph.unifiedRoleAssignment", "roleDefinitionId": SECURITY_READER,
-               "principalId": vendor, "directoryScopeId": "/"}  # fmt: skip
+    payload = {
+        "@odata.type": "#microsoft.graph.unifiedRoleAssignment",
+        "roleDefinitionId": SECURITY_READER,
+        "principalId": vendor,
+        "directoryScopeId": "/",
+    }
     async with graph_session(fresh_sim, "lucerne", method="certificate") as session:
         created = await raw_json(
             session.client, "/roleManagement/directory/roleAssignments", method=Method.POST, body=payload
@@ -1040,7 +1086,10 @@ async def test_create_role_assignment_raw_shape(fresh_sim: GraphSimulator) -> No
     )
     assert {"id", "principalId", "roleDefinitionId", "directoryScopeId"} <= set(created)
     assert (created["principalId"], created["roleDefinitionId"], created["directoryScopeId"]) == (
-        vendor, SECURITY_READER, "/")  # fmt: skip
+        vendor,
+        SECURITY_READER,
+        "/",
+    )
     assert all(CAMEL.match(k) for k in walk_keys(created))
     assert by_id["id"] == created["id"]
     assert by_id["@odata.context"].endswith("roleAssignments/$entity")
@@ -1073,28 +1122,74 @@ def shape_cases(sim: GraphSimulator) -> list[tuple[str, str, str, set[str]]]:
     rm = "roleManagement/directory/"
     return [
         ("contoso", "/organization", "organization", {"id", "displayName", "verifiedDomains"}),
-        ("contoso", "/servicePrincipals", "servicePrincipals",
-         {"id", "appId", "appOwnerOrganizationId", "accountEnabled", "displayName", "servicePrincipalType",
-          "signInAudience"}),
+        (
+            "contoso",
+            "/servicePrincipals",
+            "servicePrincipals",
+            {
+                "id",
+                "appId",
+                "appOwnerOrganizationId",
+                "accountEnabled",
+                "displayName",
+                "servicePrincipalType",
+                "signInAudience",
+            },
+        ),
         ("contoso", "/servicePrincipals?$select=id,appId", "servicePrincipals(id,appId)", {"id", "appId"}),
-        ("contoso", f"/{rm}roleAssignments?$filter=principalId eq '{contoso}'", f"{rm}roleAssignments",
-         assignment),
-        ("contoso", f"/{rm}roleAssignmentScheduleInstances", f"{rm}roleAssignmentScheduleInstances",
-         instance | {"assignmentType", "roleAssignmentOriginId", "roleAssignmentScheduleId"}),
-        ("adatum", f"/{rm}roleEligibilityScheduleInstances?$filter=principalId eq '{adatum}'",
-         f"{rm}roleEligibilityScheduleInstances", instance | {"roleEligibilityScheduleId"}),
-        ("contoso", "/directoryRoles", "directoryRoles",
-         {"id", "description", "displayName", "roleTemplateId"}),
-        ("contoso", f"/servicePrincipals/{contoso}/appRoleAssignments", "appRoleAssignments",
-         {"id", "createdDateTime", "appRoleId", "principalDisplayName", "principalId", "principalType",
-          "resourceDisplayName", "resourceId"}),
-        ("woodgrove", f"/servicePrincipals/{woodgrove}/transitiveMemberOf", "directoryObjects",
-         {"@odata.type", "id", "displayName"}),
+        (
+            "contoso",
+            f"/{rm}roleAssignments?$filter=principalId eq '{contoso}'",
+            f"{rm}roleAssignments",
+            assignment,
+        ),
+        (
+            "contoso",
+            f"/{rm}roleAssignmentScheduleInstances",
+            f"{rm}roleAssignmentScheduleInstances",
+            instance | {"assignmentType", "roleAssignmentOriginId", "roleAssignmentScheduleId"},
+        ),
+        (
+            "adatum",
+            f"/{rm}roleEligibilityScheduleInstances?$filter=principalId eq '{adatum}'",
+            f"{rm}roleEligibilityScheduleInstances",
+            instance | {"roleEligibilityScheduleId"},
+        ),
+        (
+            "contoso",
+            "/directoryRoles",
+            "directoryRoles",
+            {"id", "description", "displayName", "roleTemplateId"},
+        ),
+        (
+            "contoso",
+            f"/servicePrincipals/{contoso}/appRoleAssignments",
+            "appRoleAssignments",
+            {
+                "id",
+                "createdDateTime",
+                "appRoleId",
+                "principalDisplayName",
+                "principalId",
+                "principalType",
+                "resourceDisplayName",
+                "resourceId",
+            },
+        ),
+        (
+            "woodgrove",
+            f"/servicePrincipals/{woodgrove}/transitiveMemberOf",
+            "directoryObjects",
+            {"@odata.type", "id", "displayName"},
+        ),
         ("contoso", "/users?$top=3", "users", USER_DEFAULT_PROPERTIES),
-        ("contoso", "/users?$select=id,userPrincipalName,accountEnabled,userType&$top=3",
-         "users(id,userPrincipalName,accountEnabled,userType)",
-         {"id", "userPrincipalName", "accountEnabled", "userType"}),
-    ]  # fmt: skip
+        (
+            "contoso",
+            "/users?$select=id,userPrincipalName,accountEnabled,userType&$top=3",
+            "users(id,userPrincipalName,accountEnabled,userType)",
+            {"id", "userPrincipalName", "accountEnabled", "userType"},
+        ),
+    ]
 
 
 async def test_collection_shapes(sim: GraphSimulator) -> None:

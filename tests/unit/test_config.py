@@ -570,3 +570,56 @@ def test_unknown_tag_lists_the_known_tags(tmp_path: Path) -> None:
     config = load(tmp_path, FLEET)
     with pytest.raises(ConfigError, match=r"--tag 'platinum' is not carried by any tenant.*gold, silver, uk"):
         select_tenants(config, [], ["platinum"])
+
+
+WRITE_AUTH = """
+[auth]
+client_id = "00000000-0000-0000-0000-0000000000a1"
+certificate_path = "read.pem"
+{defaults}
+[[tenants]]
+name = "A"
+tenant_id = "11111111-1111-1111-1111-111111111111"
+{tenant}
+"""
+
+
+@pytest.mark.parametrize(
+    ("defaults", "tenant", "expected"),
+    [
+        ("", "", None),  # no separate write credential: remediation uses the read one
+        (
+            '[remediation_auth]\nclient_id = "00000000-0000-0000-0000-0000000000b2"\nclient_secret_env = "WRITE"',
+            "",
+            (AuthMethod.SECRET, "00000000-0000-0000-0000-0000000000b2", "WRITE", None),
+        ),
+        (
+            '[remediation_auth]\nclient_secret_env = "WRITE"',
+            '[tenants.remediation_auth]\ncertificate_path = "w.pem"',
+            (AuthMethod.CERTIFICATE, "00000000-0000-0000-0000-0000000000a1", None, "w.pem"),
+        ),
+        (
+            "",
+            '[tenants.remediation_auth]\nclient_id = "00000000-0000-0000-0000-0000000000c3"',
+            (AuthMethod.CERTIFICATE, "00000000-0000-0000-0000-0000000000c3", None, "read.pem"),
+        ),
+    ],
+)
+def test_remediation_auth_layers(tmp_path: Path, defaults: str, tenant: str, expected: Any) -> None:
+    config = load(tmp_path, WRITE_AUTH.format(defaults=defaults, tenant=tenant))
+    [only] = config.tenants
+    if expected is None:
+        assert only.write_auth is None and only.remediation_auth == only.auth
+        return
+    method, client_id, secret_env, cert = expected
+    write = only.remediation_auth
+    assert (write.method, write.client_id, write.client_secret_env) == (method, client_id, secret_env)
+    assert (write.certificate_path.name if write.certificate_path else None) == cert
+    assert only.auth.method is AuthMethod.CERTIFICATE, "the read credential is untouched"
+
+
+def test_remediation_auth_unknown_key_is_an_error(tmp_path: Path) -> None:
+    error = config_error(
+        tmp_path, WRITE_AUTH.format(defaults="[remediation_auth]\nclient_secrett_env = 'X'", tenant="")
+    )
+    assert "remediation_auth" in str(error) and "client_secret_env" in str(error)

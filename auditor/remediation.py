@@ -1,0 +1,348 @@
+"""`--remediate`: plan the Security Reader fix per tenant, then apply exactly the plan, safely.
+
+The only change this tool ever makes is one active Security Reader assignment at `/` for the vendor
+service principal the audit identified (DESIGN §3.5). The plan is pure (`plan_remediation`); applying
+an entry re-reads first, posts once, re-reads after any doubtful answer instead of retrying blindly,
+verifies by reading back, and journals every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from auditor.config import TenantConfig
+from auditor.constants import SECURITY_READER_ROLE_ID, SECURITY_READER_ROLE_NAME
+from auditor.errors import ErrorCode, GraphError, TenantError, redact
+from auditor.model import (
+    IdentificationMethod,
+    Remediation,
+    RemediationAction,
+    ServicePrincipalRecord,
+    Status,
+    TenantResult,
+)
+
+SCOPE = "/"
+WRITE_ATTEMPTS = 3  # POSTs at most, each only after a re-read showed the assignment still absent
+READ_BACK_TRIES = 4  # role assignments can take a moment to replicate
+READ_BACK_DELAY = 0.5
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """What remediation will do (or refuses to do) in one tenant."""
+
+    tenant: TenantConfig
+    result: TenantResult
+    action: RemediationAction  # PLANNED, REFUSED or NONE
+    detail: str
+    target: ServicePrincipalRecord | None = None
+
+    @property
+    def change(self) -> str:
+        if self.target is None:
+            return ""
+        return (
+            f"create an active {SECURITY_READER_ROLE_NAME} assignment at scope '{SCOPE}' for "
+            f"{self.target.display_name!r} (object id {self.target.id}, appId {self.target.app_id})"
+        )
+
+
+def plan_remediation(results: Sequence[TenantResult], tenants: Sequence[TenantConfig]) -> list[PlanEntry]:
+    """For each audited tenant: the one change to make, or why nothing will be written there."""
+    by_id = {t.tenant_id: t for t in tenants}
+    return [_plan_one(result, by_id[result.tenant_id]) for result in results]
+
+
+def _plan_one(result: TenantResult, tenant: TenantConfig) -> PlanEntry:
+    def entry(
+        action: RemediationAction, detail: str, target: ServicePrincipalRecord | None = None
+    ) -> PlanEntry:
+        return PlanEntry(tenant, result, action, detail, target)
+
+    if result.status is Status.ERROR:
+        return entry(
+            RemediationAction.REFUSED, "refused: the tenant could not be audited, so nothing is written there"
+        )
+    if result.status is Status.AMBIGUOUS:
+        return entry(
+            RemediationAction.REFUSED,
+            "refused: several apps look like the vendor's; pin vendor.app_id in the config to say which one",
+        )
+    if result.status is Status.NOT_CONNECTED:
+        return entry(RemediationAction.NONE, "nothing to do: the USS AzureAD connection was never made here")
+    if not result.has_role_gap:
+        if result.status is Status.NON_COMPLIANT:
+            return entry(
+                RemediationAction.NONE,
+                "nothing the tool may fix: the remaining gaps (see findings) need an administrator",
+            )
+        return entry(RemediationAction.NONE, "nothing to do: Security Reader is already held at '/'")
+    identified = result.service_principal
+    if identified is None:
+        return entry(RemediationAction.REFUSED, "refused: the vendor service principal was not identified")
+    sp = identified.record
+    if not tenant.remediate:
+        return entry(RemediationAction.REFUSED, "refused: remediate = false for this tenant in the config")
+    if (sp.app_owner_organization_id or "").lower() == tenant.tenant_id.lower():
+        return entry(
+            RemediationAction.REFUSED,
+            "refused: the target is registered inside the tenant itself (a look-alike), not the vendor's app",
+        )
+    if identified.identified_by not in (
+        IdentificationMethod.APP_ID,
+        IdentificationMethod.PUBLISHER,
+        IdentificationMethod.DISPLAY_NAME,
+    ):
+        return entry(RemediationAction.REFUSED, "refused: the target could not be verified")
+    return entry(RemediationAction.PLANNED, "planned", sp)
+
+
+class RoleReader(Protocol):
+    async def role_assignments(self, odata_filter: str) -> list[dict[str, Any]]: ...
+
+
+class RoleWriter(Protocol):
+    async def create(self, principal_id: str, role_definition_id: str, directory_scope_id: str) -> Any: ...
+
+
+class Journal:
+    """Append-only JSON-lines record of every write attempt (`remediation.jsonl`)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, redact(line).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass
+class Applier:
+    """Applies one plan entry with a reader and a writer for its tenant."""
+
+    reader: RoleReader
+    writer: RoleWriter
+    journal: Journal
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def apply(self, entry: PlanEntry) -> Remediation:
+        assert entry.target is not None and entry.action is RemediationAction.PLANNED
+        sp = entry.target
+        base = {
+            "tenant": entry.tenant.name,
+            "tenant_id": entry.tenant.tenant_id,
+            "service_principal_id": sp.id,
+            "app_id": sp.app_id,
+            "role": SECURITY_READER_ROLE_ID,
+            "role_name": SECURITY_READER_ROLE_NAME,
+            "scope": SCOPE,
+        }
+
+        def log(action: str, outcome: str, **extra: Any) -> None:
+            self.journal.append(
+                {
+                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    **base,
+                    "action": action,
+                    "outcome": outcome,
+                    **extra,
+                }
+            )
+
+        try:
+            existing = await self._existing(sp.id)
+            if existing:
+                log("read", "already_present", assignment_id=existing)
+                return self._done(
+                    RemediationAction.ALREADY_PRESENT, "already present when re-read before writing", existing
+                )
+            note = ""
+            for attempt in range(1, WRITE_ATTEMPTS + 1):
+                answer = await self.writer.create(sp.id, SECURITY_READER_ROLE_ID, SCOPE)
+                log(
+                    "create",
+                    _outcome(answer),
+                    attempt=attempt,
+                    status=answer.status,
+                    request_id=answer.request_id,
+                    error=None if answer.created else f"{answer.code}: {answer.message}",
+                )
+                if answer.created:
+                    verified = await self._read_back(sp.id)
+                    if verified:
+                        log("verify", "created", assignment_id=verified)
+                        return self._done(
+                            RemediationAction.CREATED,
+                            f"created and read back{note}",
+                            verified,
+                            answer.request_id,
+                        )
+                    log("verify", "failed", error="not visible after creation")
+                    return self._failed(
+                        "Graph accepted the assignment but it could not be read back; re-run to check",
+                        answer.request_id,
+                    )
+                # A conflict, a lost answer or a 5xx: the assignment may exist now. Look before anything else.
+                if answer.retry_after:
+                    await self.sleep(answer.retry_after)
+                verified = await self._read_back(sp.id, tries=1 if answer.status == 429 else READ_BACK_TRIES)
+                if verified:
+                    action = (
+                        RemediationAction.ALREADY_PRESENT if answer.conflict else RemediationAction.CREATED
+                    )
+                    detail = (
+                        "Graph said it already exists; confirmed by reading it back"
+                        if answer.conflict
+                        else f"confirmed by reading it back after Graph answered {answer.status or 'nothing'}"
+                    )
+                    log("verify", action.value, assignment_id=verified)
+                    return self._done(action, detail, verified, answer.request_id)
+                if answer.conflict or not (answer.unknown_outcome or answer.status == 429):
+                    return self._failed(
+                        f"Graph answered {answer.status} {answer.code}: {answer.message}", answer.request_id
+                    )
+                note = f" (after {answer.status or 'no answer'} on attempt {attempt})"
+            return self._failed(f"no confirmed assignment after {WRITE_ATTEMPTS} attempts", None)
+        except GraphError as exc:
+            log("create", "failed", error=f"{exc.code.value}: {exc.message}", request_id=exc.request_id)
+            return Remediation(
+                RemediationAction.FAILED,
+                f"{exc.message} {exc.hint}".strip(),
+                request_id=exc.request_id,
+                at=datetime.now(UTC),
+            )
+
+    async def _existing(self, principal_id: str) -> str | None:
+        odata_filter = (
+            f"principalId eq '{principal_id}' and roleDefinitionId eq '{SECURITY_READER_ROLE_ID}' "
+            f"and directoryScopeId eq '{SCOPE}'"
+        )
+        for item in await self.reader.role_assignments(odata_filter):
+            if (
+                str(item.get("principalId", "")).lower() == principal_id.lower()
+                and str(item.get("roleDefinitionId", "")).lower() == SECURITY_READER_ROLE_ID
+                and item.get("directoryScopeId") == SCOPE
+            ):
+                return str(item.get("id"))
+        return None
+
+    async def _read_back(self, principal_id: str, tries: int = READ_BACK_TRIES) -> str | None:
+        for attempt in range(tries):
+            found = await self._existing(principal_id)
+            if found:
+                return found
+            if attempt + 1 < tries:
+                await self.sleep(READ_BACK_DELAY * (attempt + 1))
+        return None
+
+    @staticmethod
+    def _done(
+        action: RemediationAction, detail: str, assignment_id: str | None, request_id: str | None = None
+    ) -> Remediation:
+        return Remediation(
+            action, detail, role_assignment_id=assignment_id, request_id=request_id, at=datetime.now(UTC)
+        )
+
+    @staticmethod
+    def _failed(detail: str, request_id: str | None) -> Remediation:
+        return Remediation(RemediationAction.FAILED, detail, request_id=request_id, at=datetime.now(UTC))
+
+
+def _outcome(answer: Any) -> str:
+    if answer.created:
+        return "created"
+    if answer.conflict:
+        return "conflict"
+    return "no_answer" if answer.status == 0 else f"http_{answer.status}"
+
+
+def planned_remediation(entry: PlanEntry) -> Remediation:
+    """The Remediation recorded for an entry that is not (or not yet) applied."""
+    detail = entry.detail if entry.action is not RemediationAction.PLANNED else f"planned: {entry.change}"
+    return Remediation(entry.action, detail)
+
+
+def error_remediation(error: TenantError) -> Remediation:
+    return Remediation(
+        RemediationAction.FAILED, f"{error.message} {error.hint}".strip(), at=datetime.now(UTC)
+    )
+
+
+async def apply_plan(
+    entries: Sequence[PlanEntry],
+    journal: Journal,
+    *,
+    max_changes: int | None = None,
+    concurrency: int = 4,
+    session_factory: Any = None,
+    environ: dict[str, str] | None = None,
+) -> dict[str, Remediation]:
+    """Apply the planned entries (at most `max_changes` of them); returns each planned tenant's outcome.
+
+    Each tenant is written with its remediation credential (`remediation_auth`, else its `auth`).
+    """
+    from auditor.collect import SettingsError, connection_settings
+    from auditor.graph.client import open_session
+    from auditor.graph.reader import GraphReader
+    from auditor.graph.writer import RoleAssignmentWriter
+
+    factory = session_factory or open_session
+    planned = [e for e in entries if e.action is RemediationAction.PLANNED]
+    limit = len(planned) if max_changes is None else max(0, max_changes)
+    outcomes: dict[str, Remediation] = {
+        e.tenant.tenant_id: Remediation(
+            RemediationAction.PLANNED, f"not applied: --max-changes {limit} was reached; planned: {e.change}"
+        )
+        for e in planned[limit:]
+    }
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def run(entry: PlanEntry) -> None:
+        label = f"{entry.tenant.name} ({entry.tenant.tenant_id})"
+        async with slots:
+            try:
+                settings = connection_settings(entry.tenant, environ, auth=entry.tenant.remediation_auth)
+            except SettingsError as exc:
+                journal.append(
+                    {
+                        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                        "tenant": entry.tenant.name,
+                        "tenant_id": entry.tenant.tenant_id,
+                        "action": "sign-in",
+                        "outcome": "failed",
+                        "error": exc.error.message,
+                    }
+                )
+                outcomes[entry.tenant.tenant_id] = error_remediation(exc.error)
+                return
+            try:
+                async with factory(settings) as session:
+                    applier = Applier(
+                        GraphReader(session, label), RoleAssignmentWriter(session, label), journal
+                    )
+                    outcomes[entry.tenant.tenant_id] = await applier.apply(entry)
+            except (ValueError, OSError) as exc:
+                error = TenantError(
+                    ErrorCode.AUTH_FAILED, f"{label}: the remediation credential could not be used: {exc}"
+                )
+                outcomes[entry.tenant.tenant_id] = error_remediation(error)
+
+    await asyncio.gather(*(run(e) for e in planned[:limit]))
+    return outcomes
+
+
+__all__ = ["Applier", "Journal", "PlanEntry", "apply_plan", "plan_remediation", "planned_remediation"]
