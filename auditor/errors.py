@@ -188,3 +188,12 @@ class ConfigError(AuditorError):
             text += " Fix: " + self.fix
         # One line, always: schedulers and log collectors treat each line as a record.
         return " ".join(text.split())
+
+
+class UsageError(AuditorError):
+    """The command line asks for something that cannot work; nothing is audited or written (exit 2)."""
+
+    exit_code: ClassVar[int] = ExitCode.USAGE
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message, code=ErrorCode.CONFIG_ERROR, hint=hint)

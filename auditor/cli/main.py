@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import simulator
+from . import audit, demo, simulator
 
 app = typer.Typer(
     name="auditor",
@@ -13,6 +13,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command(name="audit")(audit.audit)
+app.command(name="demo")(demo.demo)
 app.add_typer(simulator.app, name="simulator")
 
 

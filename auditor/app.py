@@ -1,0 +1,259 @@
+"""`auditor audit` as plain code: options in, reports and an exit code out.
+
+The CLI module (:mod:`auditor.cli.audit`) only parses options into :class:`AuditOptions` and calls
+:func:`audit`; the demo calls the same function. Expected problems are raised as
+:class:`~auditor.errors.AuditorError` subclasses carrying their exit code (a bad config, an unknown
+``--tenant`` or ``--format``, an unwritable ``--out``: all 2, and all detected before any tenant is
+audited); the CLI turns them into one message in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TextIO, TypeAlias
+
+import typer
+
+from auditor.config import AuditConfig, TenantConfig, load_config, select_tenants
+from auditor.constants import ExitCode
+from auditor.errors import UsageError
+from auditor.evaluate import exit_code
+from auditor.model import RemediationAction, RunMode, RunResult
+from auditor.output import print_summary, progress_for_stderr
+from auditor.reporting import parse_formats, prepare_out_dir, write_reports
+from auditor.runner import Progress, TenantAudit, run_fleet
+
+__all__ = ["DEFAULT_OUT_DIR", "AuditOptions", "AuditOutcome", "AuditorFactory", "audit", "exit_code_meaning"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT_DIR: Final = Path("reports/out")
+
+# Builds the per-tenant audit for a config; the default is the Graph-backed TenantAuditor.
+AuditorFactory: TypeAlias = Callable[[AuditConfig], TenantAudit]
+
+_EXIT_MEANINGS: Final = {
+    ExitCode.OK: "every audited tenant is compliant, remediated or not connected",
+    ExitCode.GAPS: "at least one tenant still has a gap (non_compliant or ambiguous)",
+    ExitCode.USAGE: "usage or configuration error: nothing was audited",
+    ExitCode.TENANT_ERROR: "at least one tenant could not be audited",
+}
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """What `auditor audit` was asked to do (DESIGN §3.1)."""
+
+    config: Path
+    out_dir: Path = DEFAULT_OUT_DIR
+    tenants: tuple[str, ...] = ()  # --tenant NAME_OR_ID (any of them)
+    tags: tuple[str, ...] = ()  # --tag TAG (any of them)
+    formats: tuple[str, ...] = ()  # --format values; empty: every available format
+    concurrency: int | None = None  # None: the config's run.concurrency
+    remediate: bool = False  # --remediate: fix the Security Reader gap (DESIGN §3.5)
+    dry_run: bool = False  # --dry-run: show and record the plan, write nothing
+    yes: bool = False  # --yes: apply without asking (required without a terminal)
+    max_changes: int | None = None  # --max-changes N: stop writing after N changes
+    interactive: bool = False  # a person at a terminal can be asked to confirm
+
+    @property
+    def mode(self) -> RunMode:
+        if not self.remediate:
+            return RunMode.AUDIT
+        return RunMode.DRY_RUN if self.dry_run else RunMode.REMEDIATE
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """A finished audit: the run, the report files written and the process exit code."""
+
+    run: RunResult
+    reports: tuple[Path, ...]
+    exit_code: int
+
+
+def audit(
+    options: AuditOptions,
+    *,
+    auditor_factory: AuditorFactory | None = None,
+    progress: Progress | None = None,
+    stdout: TextIO | None = None,
+    confirm: Callable[[str], bool] | None = None,
+    session_factory: Any = None,
+) -> AuditOutcome:
+    """Load the config, audit the selected tenants, write the reports, print the summary and the report
+    paths to ``stdout``; returns the outcome, whose ``exit_code`` follows DESIGN §3.1.
+
+    Raises :class:`~auditor.errors.ConfigError` or :class:`~auditor.reporting.ReportError` (exit code 2)
+    before auditing anything when the options or the config cannot work. Tenant failures never raise:
+    they are ``error`` results (exit code 3).
+    """
+    stdout = stdout if stdout is not None else sys.stdout
+    _check_remediation_options(options)
+    formats = parse_formats(options.formats)
+    config = load_config(options.config)
+    tenants = select_tenants(config, options.tenants, options.tags)
+    out_dir = prepare_out_dir(options.out_dir)
+    concurrency = options.concurrency or config.run.concurrency
+    tenant_audit = (auditor_factory or _graph_auditor)(config)
+    log.info(
+        "Auditing %d of %d tenant(s) from %s (concurrency %d)",
+        len(tenants),
+        len(config.tenants),
+        config.path,
+        concurrency,
+    )
+    run = asyncio.run(
+        run_fleet(
+            tenants,
+            tenant_audit,
+            concurrency=concurrency,
+            tenant_timeout=config.run.tenant_timeout_seconds,
+            mode=options.mode,
+            currency=config.billing.currency,
+            progress=progress if progress is not None else progress_for_stderr(),
+        )
+    )
+    if options.remediate:
+        run = remediate(
+            run, tenants, options, out_dir, stdout, confirm=confirm, session_factory=session_factory
+        )
+    reports = tuple(write_reports(run, out_dir, formats))
+    code = exit_code(run.tenants)
+    print_summary(run, stdout)
+    stdout.write("\nReports:\n" + "".join(f"  {path.resolve()}\n" for path in reports))
+    stdout.write(f"Exit code {code}: {exit_code_meaning(code)}.\n")
+    stdout.flush()
+    return AuditOutcome(run=run, reports=reports, exit_code=code)
+
+
+def _check_remediation_options(options: AuditOptions) -> None:
+    """Remediation flags that cannot work are refused before anything is audited."""
+    if not options.remediate:
+        extra = [
+            flag
+            for flag, on in (
+                ("--dry-run", options.dry_run),
+                ("--yes", options.yes),
+                ("--max-changes", options.max_changes is not None),
+            )
+            if on
+        ]
+        if extra:
+            raise UsageError(
+                f"{', '.join(extra)} only makes sense with --remediate",
+                hint="add --remediate, or drop the option",
+            )
+        return
+    if options.max_changes is not None and options.max_changes < 0:
+        raise UsageError("--max-changes must be 0 or more", hint="e.g. --max-changes 10")
+    if not options.dry_run and not options.yes and not options.interactive:
+        raise UsageError(
+            "--remediate writes role assignments and nobody is at a terminal to confirm the plan; nothing was "
+            "audited or written",
+            hint="re-run with --yes to apply the plan unattended, or with --dry-run to only see it",
+        )
+
+
+def remediate(
+    run: RunResult,
+    tenants: Sequence[TenantConfig],
+    options: AuditOptions,
+    out_dir: Path,
+    stdout: TextIO,
+    *,
+    confirm: Callable[[str], bool] | None = None,
+    session_factory: Any = None,
+) -> RunResult:
+    """Plan the Security Reader fix from the audit, confirm it, apply it, and fold the outcomes into the run."""
+    from auditor.evaluate import apply_remediation
+    from auditor.remediation import Journal, apply_plan, plan_remediation, planned_remediation
+
+    plan = plan_remediation(run.tenants, tenants)
+    changes = [entry for entry in plan if entry.action is RemediationAction.PLANNED]
+    stdout.write("\nRemediation plan:\n")
+    for entry in plan:
+        stdout.write(f"  {entry.tenant.name}: {entry.change if entry.change else entry.detail}\n")
+    if options.max_changes is not None and options.max_changes < len(changes):
+        stdout.write(
+            f"  (--max-changes {options.max_changes}: only the first {options.max_changes} will be made)\n"
+        )
+    journal = Journal(out_dir / "remediation.jsonl")
+    outcomes: dict[str, Any] = {}
+    if options.dry_run or not changes:
+        note = "dry run: nothing written" if options.dry_run else "nothing to change"
+        stdout.write(f"  {note}.\n")
+        for entry in changes:
+            journal.append(
+                {
+                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "tenant": entry.tenant.name,
+                    "tenant_id": entry.tenant.tenant_id,
+                    "service_principal_id": entry.target.id if entry.target else None,
+                    "action": "plan",
+                    "outcome": "planned (dry run)" if options.dry_run else "planned",
+                    "change": entry.change,
+                }
+            )
+    elif not options.yes and not (confirm or _ask)(f"Apply {len(changes)} change(s)? [y/N] "):
+        stdout.write("  Not confirmed: nothing written.\n")
+        outcomes = {
+            e.tenant.tenant_id: replace(
+                planned_remediation(e), detail="not applied: not confirmed; " + planned_remediation(e).detail
+            )
+            for e in changes
+        }
+    else:
+        outcomes = asyncio.run(
+            apply_plan(plan, journal, max_changes=options.max_changes, session_factory=session_factory)
+        )
+    results = []
+    for entry in plan:
+        outcome = outcomes.get(entry.tenant.tenant_id)
+        results.append(
+            apply_remediation(entry.result, outcome)
+            if outcome is not None and outcome.action is not RemediationAction.PLANNED
+            else entry.result.with_remediation(outcome or planned_remediation(entry))
+        )
+    counts = Counter(
+        r.remediation.action.value for r in results if r.remediation.action is not RemediationAction.NONE
+    )
+    if counts:
+        stdout.write(
+            "Remediation: " + ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) + ".\n"
+        )
+    if any(
+        r.remediation.action in (RemediationAction.CREATED, RemediationAction.ALREADY_PRESENT)
+        for r in results
+    ):
+        stdout.write(
+            "Shared mailboxes stop being billed only after the vendor's next full sync: start one in the "
+            "USS dashboard (role changes can take up to 15 minutes to propagate).\n"
+        )
+    return replace(run, tenants=tuple(results))
+
+
+def _ask(question: str) -> bool:
+    return typer.confirm(question.rstrip(" ?[y/N]") + "?", default=False)
+
+
+def exit_code_meaning(code: int) -> str:
+    """What an exit code of `auditor audit` means, in words (DESIGN §3.1)."""
+    try:
+        return _EXIT_MEANINGS[ExitCode(code)]
+    except ValueError:
+        return "unexpected exit code"
+
+
+def _graph_auditor(config: AuditConfig) -> TenantAudit:
+    # Imported here, not at the top: it loads the Graph SDK, which a usage error never needs.
+    from auditor.collect import TenantAuditor
+
+    return TenantAuditor(config)

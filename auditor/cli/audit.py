@@ -1,0 +1,105 @@
+"""`auditor audit`: audit the configured tenants, write the reports, exit with a code a scheduler acts on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from auditor.app import DEFAULT_OUT_DIR, AuditOptions
+from auditor.app import audit as run_audit
+from auditor.cli.errors import Verbose, command_context
+
+
+def audit(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="PATH",
+            help="The TOML config file listing the tenants.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="Directory for audit.json (and the other reports)."),
+    ] = DEFAULT_OUT_DIR,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant",
+            "-t",
+            metavar="NAME_OR_ID",
+            help="Audit only this tenant (name or tenant id); repeatable.",
+        ),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="Audit only tenants with this tag; repeatable."),
+    ] = None,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMATS",
+            help="Report formats, comma-separated or repeated (default: all available).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="Tenants audited at once (default: run.concurrency in the config)."
+        ),
+    ] = None,
+    remediate: Annotated[
+        bool,
+        typer.Option(
+            "--remediate", help="Fix the Security Reader gap: plan, confirm, apply, verify, journal."
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --remediate: show and record the plan, write nothing.")
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", help="With --remediate: apply without asking (needed without a terminal)."
+        ),
+    ] = False,
+    max_changes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-changes", min=0, metavar="N", help="With --remediate: stop writing after N changes."
+        ),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Audit every selected tenant and write the reports.
+
+    Exit codes: 0 every tenant compliant, remediated or not connected; 1 a tenant still has a gap;
+    2 usage or configuration error (nothing audited); 3 a tenant could not be audited.
+
+    --remediate only ever creates an active Security Reader assignment at '/' for the vendor app that
+    the audit identified; it never deletes, never touches another principal and refuses look-alikes.
+    """
+    options = AuditOptions(
+        config=config,
+        out_dir=out,
+        tenants=tuple(tenant or ()),
+        tags=tuple(tag or ()),
+        formats=tuple(formats or ()),
+        concurrency=concurrency,
+        remediate=remediate,
+        dry_run=dry_run,
+        yes=yes,
+        max_changes=max_changes,
+        interactive=sys.stdin.isatty() and sys.stdout.isatty(),
+    )
+    with command_context(verbose):
+        outcome = run_audit(options)
+    raise typer.Exit(outcome.exit_code)

@@ -1,0 +1,328 @@
+"""The Excel report (``audit.xlsx``), written with openpyxl: no Office, no PowerShell module.
+
+Sheets: Summary, Tenants, Findings, Shared mailboxes, Remediation, Errors, each drawn from the same
+rows as the HTML page (:mod:`auditor.reporting.rows`). Every sheet has a styled, frozen header row, an
+Excel table (which brings the autofilter), fitted column widths, number / currency / date formats and
+status colours by conditional formatting.
+
+Tenant data is never a formula: every text cell is written with the string data type, and one that a
+spreadsheet would read as a formula or DDE payload (``=``, ``+``, ``-``, ``@``, tab, CR) also gets the
+"quote prefix" style, so it stays inert even when someone edits the cell. Characters XML cannot hold
+become U+FFFD instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
+from openpyxl.formatting.rule import CellIsRule
+from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.table import Table as ExcelTable
+from openpyxl.worksheet.table import TableStyleInfo
+from openpyxl.worksheet.worksheet import Worksheet
+
+from auditor.model import RunResult, Severity, Status
+from auditor.reporting import rows
+from auditor.reporting.atomic import atomic_path
+from auditor.reporting.rows import Column, ColumnKind, Table
+
+__all__ = ["SHEETS", "build_workbook", "excel_text", "money_format", "render_excel"]
+
+# Sheet titles, in order; their tables' names (for structured references) follow.
+SHEETS: Final = ("Summary", "Tenants", "Findings", "Shared mailboxes", "Remediation", "Errors")
+_TABLE_NAMES: Final = {
+    "Tenants": "TenantList",
+    "Findings": "FindingList",
+    "Shared mailboxes": "SharedMailboxList",
+    "Remediation": "RemediationList",
+    "Errors": "ErrorList",
+}
+
+# Text a spreadsheet would evaluate (OWASP "CSV injection" prefixes).
+_FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+_MAX_CELL_TEXT: Final = 32_767
+_UNKNOWN: Final = "unknown"
+
+_HEADER_FILL: Final = PatternFill("solid", start_color="1F3A5F", end_color="1F3A5F")
+_HEADER_FONT: Final = Font(bold=True, color="FFFFFF")
+_HEADER_BORDER: Final = Border(bottom=Side(style="medium", color="0B1F33"))
+_TITLE_FONT: Final = Font(bold=True, size=16)
+_UNKNOWN_FONT: Final = Font(italic=True, color="57606A")
+_LINK_FONT: Final = Font(color="0563C1", underline="single")
+_TABLE_STYLE: Final = TableStyleInfo(name="TableStyleLight9", showRowStripes=True)
+
+# Same palette as the HTML report: (fill, font colour).
+_STATUS_COLOURS: Final[Mapping[Status, tuple[str, str]]] = {
+    Status.COMPLIANT: ("DAFBE1", "116329"),
+    Status.NON_COMPLIANT: ("FFEBE9", "A40E26"),
+    Status.REMEDIATED: ("DDF4FF", "0550AE"),
+    Status.NOT_CONNECTED: ("EAEEF2", "424A53"),
+    Status.AMBIGUOUS: ("FFF8C5", "7D4E00"),
+    Status.ERROR: ("FBEFFF", "6639BA"),
+}
+_SEVERITY_COLOURS: Final[Mapping[Severity, tuple[str, str]]] = {
+    Severity.CRITICAL: ("FFEBE9", "A40E26"),
+    Severity.HIGH: ("FFEBE9", "A40E26"),
+    Severity.MEDIUM: ("FFF8C5", "7D4E00"),
+    Severity.LOW: ("EAEEF2", "424A53"),
+    Severity.INFO: ("EAEEF2", "424A53"),
+}
+
+_COUNT_FORMAT: Final = "#,##0"
+_DATETIME_FORMAT: Final = "yyyy-mm-dd hh:mm:ss"
+_MIN_WIDTH: Final = 8
+_MAX_WIDTH: Final = 60
+_WIDE_WIDTH: Final = 80
+
+
+def render_excel(run: RunResult, out_path: Path) -> Path:
+    """Write the workbook for ``run`` atomically to ``out_path``; returns it."""
+    workbook = build_workbook(run)
+    with atomic_path(Path(out_path)) as tmp:
+        workbook.save(tmp)
+    return Path(out_path)
+
+
+def build_workbook(run: RunResult) -> Workbook:
+    """The workbook for ``run`` (not saved)."""
+    workbook = Workbook()
+    workbook.properties.creator = f"uss-auditor {run.tool_version}"
+    workbook.properties.title = f"USS AzureAD audit {rows.format_datetime(run.started_at)}"
+    summary = workbook.active
+    assert summary is not None
+    summary.title = SHEETS[0]
+    _summary_sheet(summary, run)
+    tables: Sequence[Table] = (
+        rows.tenant_rows(run),
+        rows.finding_rows(run),
+        rows.shared_mailbox_rows(run),
+        rows.remediation_rows(run),
+        rows.error_rows(run),
+    )
+    for title, table in zip(SHEETS[1:], tables, strict=True):
+        sheet = workbook.create_sheet(title)
+        _table_sheet(sheet, table, _TABLE_NAMES[title], run.currency)
+    return workbook
+
+
+def excel_text(value: object) -> str:
+    """How a text value is stored: as a string, with characters XML cannot hold replaced, capped at
+    Excel's cell limit. (Tests compare against this.)"""
+    text: str = ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))
+    return text[:_MAX_CELL_TEXT]
+
+
+# --- sheets ---------------------------------------------------------------------------------------------
+
+
+def _summary_sheet(sheet: Worksheet, run: RunResult) -> None:
+    title = sheet.cell(row=1, column=1)
+    _put_text(title, "USS AzureAD audit: permissions and shared-mailbox billing")
+    title.font = _TITLE_FONT
+
+    figures = rows.run_figures(run)
+    header_row = 3
+    _header(sheet, header_row, ("Figure", "Value", "Note"))
+    for offset, figure in enumerate(figures, start=1):
+        row = header_row + offset
+        _put_text(sheet.cell(row=row, column=1), figure.label)
+        column = Column(figure.key, figure.label, figure.kind)
+        _put_value(sheet.cell(row=row, column=2), column, figure.value, run.currency)
+        _put_text(sheet.cell(row=row, column=3), figure.note)
+    last = header_row + len(figures)
+    _add_table(sheet, "RunFigures", header_row, last, 3)
+
+    statuses = rows.status_rows(run)
+    status_header = last + 2
+    _header(sheet, status_header, [c.header for c in statuses.columns])
+    for offset, record in enumerate(statuses.records(), start=1):
+        for index, column in enumerate(statuses.columns, start=1):
+            _put_value(sheet.cell(row=status_header + offset, column=index), column, record[column.key], "")
+    status_last = status_header + len(statuses)
+    _add_table(sheet, "StatusCounts", status_header, status_last, len(statuses.columns))
+    _status_colours(sheet, f"A{status_header + 1}:A{status_last}")
+
+    for letter, width in zip("ABCDE", (34, 30, 18, 60, 80), strict=True):
+        sheet.column_dimensions[letter].width = width
+    for row in range(status_header + 1, status_last + 1):
+        for prose in (4, 5):
+            sheet.cell(row=row, column=prose).alignment = Alignment(wrap_text=True, vertical="top")
+    sheet.freeze_panes = f"A{header_row + 1}"
+    _page_setup(sheet, header_row)
+
+
+def _table_sheet(sheet: Worksheet, table: Table, table_name: str, currency: str) -> None:
+    columns = table.columns
+    _header(sheet, 1, [c.header for c in columns])
+    records = table.records()
+    for row_index, record in enumerate(records, start=2):
+        row_currency = str(record.get("currency") or currency)
+        for col_index, column in enumerate(columns, start=1):
+            _put_value(sheet.cell(row=row_index, column=col_index), column, record[column.key], row_currency)
+    last_row = 1 + len(records)
+    if records:
+        _add_table(sheet, table_name, 1, last_row, len(columns))
+    else:
+        note = sheet.cell(row=2, column=1)
+        _put_text(note, table.empty_note)
+        note.font = _UNKNOWN_FONT
+
+    keys = [c.key for c in columns]
+    for key in ("status",):
+        if key in keys and records:
+            letter = get_column_letter(keys.index(key) + 1)
+            _status_colours(sheet, f"{letter}2:{letter}{last_row}")
+    if "severity" in keys and records:
+        letter = get_column_letter(keys.index("severity") + 1)
+        _severity_colours(sheet, f"{letter}2:{letter}{last_row}")
+
+    _fit_columns(sheet, columns, records)
+    sheet.freeze_panes = "B2" if table_name == "TenantList" else "A2"
+    _page_setup(sheet, 1)
+
+
+# --- cells ---------------------------------------------------------------------------------------------
+
+
+def _header(sheet: Worksheet, row: int, headers: Iterable[str]) -> None:
+    for index, text in enumerate(headers, start=1):
+        cell = sheet.cell(row=row, column=index)
+        _put_text(cell, text)
+        cell.fill = _HEADER_FILL
+        cell.font = _HEADER_FONT
+        cell.border = _HEADER_BORDER
+        cell.alignment = Alignment(wrap_text=True, vertical="center")
+    sheet.row_dimensions[row].height = 30
+
+
+def _put_text(cell: Cell, value: object) -> None:
+    """Store ``value`` as an inert string, whatever it looks like; an empty text leaves the cell empty."""
+    text = excel_text(value)
+    if not text:
+        cell.value = None
+        return
+    cell.value = text
+    cell.data_type = "s"  # openpyxl types "=..." as a formula; force a string
+    if text.startswith(_FORMULA_PREFIXES):
+        cell.quotePrefix = True
+
+
+def _put_value(cell: Cell, column: Column, value: Any, currency: str) -> None:
+    kind = column.kind
+    if kind in (ColumnKind.COUNT, ColumnKind.MONEY):
+        if value is None:
+            _put_text(cell, _UNKNOWN)
+            cell.font = _UNKNOWN_FONT
+            cell.alignment = Alignment(horizontal="right")
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _put_text(cell, value)
+            return
+        cell.value = value
+        cell.number_format = _COUNT_FORMAT if kind is ColumnKind.COUNT else money_format(currency)
+    elif kind is ColumnKind.DATETIME:
+        if value is None:
+            _put_text(cell, "")
+            return
+        if isinstance(value, datetime):
+            cell.value = _naive_utc(value)
+            cell.number_format = _DATETIME_FORMAT
+        else:
+            _put_text(cell, value)
+    elif kind is ColumnKind.FLAG:
+        _put_text(cell, "Yes" if value else "No")
+    elif kind is ColumnKind.LINK:
+        _put_text(cell, value or "")
+        if value and str(value).startswith("https://"):
+            cell.hyperlink = excel_text(value)
+            cell.font = _LINK_FONT
+    else:
+        _put_text(cell, "" if value is None else value)
+    if column.wide:
+        cell.alignment = Alignment(wrap_text=True, vertical="top")
+
+
+def money_format(currency: str) -> str:
+    """Excel number format for an amount in ``currency`` (``"£"#,##0.00``; ``#,##0.00 "CHF"``)."""
+    symbol = rows.currency_symbol(currency)
+    if symbol is not None:
+        return f'"{symbol}"#,##0.00'
+    code = re.sub(r"[^A-Za-z]", "", currency)[:8]
+    return f'#,##0.00" {code}"' if code else "#,##0.00"
+
+
+def _naive_utc(value: datetime) -> datetime:
+    # Excel has no time zones: store UTC wall-clock time (headers say "UTC").
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+# --- sheet furniture --------------------------------------------------------------------------------------
+
+
+def _add_table(sheet: Worksheet, name: str, first_row: int, last_row: int, columns: int) -> None:
+    ref = f"A{first_row}:{get_column_letter(columns)}{last_row}"
+    table = ExcelTable(displayName=name, ref=ref)
+    table.tableStyleInfo = _TABLE_STYLE
+    sheet.add_table(table)
+
+
+def _status_colours(sheet: Worksheet, ref: str) -> None:
+    for status, (fill, font) in _STATUS_COLOURS.items():
+        sheet.conditional_formatting.add(ref, _equals_rule(status.value, fill, font))
+
+
+def _severity_colours(sheet: Worksheet, ref: str) -> None:
+    for severity, (fill, font) in _SEVERITY_COLOURS.items():
+        sheet.conditional_formatting.add(ref, _equals_rule(severity.value, fill, font))
+
+
+def _equals_rule(text: str, fill: str, font: str) -> CellIsRule:
+    return CellIsRule(
+        operator="equal",
+        formula=[f'"{text}"'],
+        fill=PatternFill("solid", start_color=fill, end_color=fill),
+        font=Font(color=font, bold=True),
+    )
+
+
+def _fit_columns(sheet: Worksheet, columns: Sequence[Column], records: Sequence[Mapping[str, Any]]) -> None:
+    for index, column in enumerate(columns, start=1):
+        letter = get_column_letter(index)
+        if column.wide:
+            sheet.column_dimensions[letter].width = _WIDE_WIDTH
+            continue
+        longest = (
+            max((len(word) for word in column.header.split()), default=0) + 3
+        )  # room for the filter button
+        for record in records:
+            longest = max(longest, len(_display_text(column, record.get(column.key))))
+        sheet.column_dimensions[letter].width = min(_MAX_WIDTH, max(_MIN_WIDTH, longest + 2))
+
+
+def _display_text(column: Column, value: Any) -> str:
+    if value is None:
+        return _UNKNOWN if column.kind in (ColumnKind.COUNT, ColumnKind.MONEY) else ""
+    if column.kind is ColumnKind.MONEY and isinstance(value, int | float):
+        return f"£{value:,.2f}"
+    if column.kind is ColumnKind.COUNT and isinstance(value, int):
+        return f"{value:,}"
+    if column.kind is ColumnKind.DATETIME:
+        return "2025-01-01 00:00:00"
+    if column.kind is ColumnKind.FLAG:
+        return "Yes" if value else "No"
+    return str(value)
+
+
+def _page_setup(sheet: Worksheet, title_row: int) -> None:
+    sheet.page_setup.orientation = "landscape"
+    sheet.page_setup.fitToWidth = 1
+    sheet.page_setup.fitToHeight = 0
+    sheet.sheet_properties.pageSetUpPr.fitToPage = True
+    sheet.print_title_rows = f"{title_row}:{title_row}"

@@ -1,0 +1,317 @@
+"""The HTML report (``audit.html``): one self-contained page for the billing team and account managers.
+
+Everything the page needs is inside it: the CSS and JavaScript are inlined from ``audit.css`` and
+``audit.js`` beside the templates, the charts are inline SVG, and a Content-Security-Policy allows
+exactly those two blocks (by hash) and nothing else, so the page fetches nothing, works offline and as
+an e-mail attachment, and a tenant-supplied string that somehow escaped autoescaping still could not run.
+
+All figures and rows come from :mod:`auditor.reporting.rows`; this module only lays them out.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import jinja2
+from markupsafe import Markup
+
+from auditor.model import RunResult, Severity, Status, TenantResult
+from auditor.reporting import rows
+from auditor.reporting.atomic import atomic_write_text
+from auditor.reporting.rows import ColumnKind
+from auditor.reporting.templates import MAIN_TEMPLATE, TemplateDirectoryError, template_environment
+
+__all__ = ["COST_CHART_TOP", "render_html", "render_html_text"]
+
+# How many tenants the cost chart names before summing the rest into one bar.
+COST_CHART_TOP: Final = 10
+
+_STYLE_FILE: Final = "audit.css"
+_SCRIPT_FILE: Final = "audit.js"
+
+# Chart geometry (SVG user units; the SVG scales to the page width).
+_CHART_WIDTH: Final = 560
+_LABEL_WIDTH: Final = 190
+_VALUE_WIDTH: Final = 90
+_BAR_HEIGHT: Final = 22
+_BAR_GAP: Final = 8
+_LABEL_CHARS: Final = 24
+_STATUS_LABEL_WIDTH: Final = 120
+
+_SEVERITY_LABELS: Final = {s: s.value.capitalize() for s in Severity}
+
+
+def render_html(run: RunResult, out_path: Path, *, templates: Path | None = None) -> Path:
+    """Render ``run`` as a self-contained HTML page written atomically to ``out_path``; returns it.
+
+    ``templates`` is a directory whose files override the built-in templates (branding).
+    Raises :class:`~auditor.reporting.templates.TemplateDirectoryError` for an unusable template set.
+    """
+    return atomic_write_text(Path(out_path), render_html_text(run, templates=templates))
+
+
+def render_html_text(run: RunResult, *, templates: Path | None = None) -> str:
+    """The HTML page for ``run`` as a string (what :func:`render_html` writes)."""
+    env = template_environment(templates)
+    style = _inline_asset(env, _STYLE_FILE, "</style")
+    script = _inline_asset(env, _SCRIPT_FILE, "</script")
+    env.filters.update(
+        money=_money_filter,
+        count=rows.format_count,
+        utc=rows.format_datetime,
+        status_label=_status_label,
+        severity_label=_severity_label,
+    )
+    # Static files from the template directory (not data), checked above to hold no closing tag.
+    inline = {"style": Markup(style), "script": Markup(script)}  # noqa: S704
+    try:
+        return env.get_template(MAIN_TEMPLATE).render(**_context(run), **inline, csp=_csp(style, script))
+    except jinja2.TemplateError as exc:
+        where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
+        raise TemplateDirectoryError(
+            f"the report template failed to render{where}: {exc}",
+            hint="Fix the template (see the built-in ones for the variables available).",
+        ) from exc
+
+
+# --- context ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Bar:
+    label: str  # possibly shortened, for the chart
+    title: str  # full text, for the tooltip and screen readers
+    value_text: str
+    y: float
+    width: float
+    css_class: str
+    href: str = ""
+
+
+@dataclass(frozen=True)
+class _Chart:
+    id: str
+    title: str
+    description: str
+    height: float
+    bars: tuple[_Bar, ...]
+    label_width: int = _LABEL_WIDTH
+    width: int = _CHART_WIDTH
+    bar_height: int = _BAR_HEIGHT
+
+
+def _context(run: RunResult) -> dict[str, Any]:
+    summary = run.summary()
+    tenants = rows.tenant_rows(run)
+    findings = rows.finding_rows(run)
+    mailboxes = rows.shared_mailbox_rows(run)
+    remediation = rows.remediation_rows(run)
+    errors = rows.error_rows(run)
+    statuses = rows.status_rows(run)
+    figures = {f.key: f for f in rows.run_figures(run)}
+
+    by_anchor: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for name, table in (("findings", findings), ("mailboxes", mailboxes), ("remediation", remediation)):
+        for record in table.records():
+            by_anchor[record["anchor"]][name].append(record)
+
+    ordered = rows.ordered_tenants(run)
+    tenant_records = tenants.records()
+    details = [
+        _tenant_detail(tenant, record, by_anchor[record["anchor"]])
+        for tenant, record in zip(ordered, tenant_records, strict=True)
+    ]
+    overview = [c for c in tenants.columns if c.overview]
+    tags = sorted({tag for tenant in run.tenants for tag in tenant.tags}, key=str.casefold)
+    status_counts = {r["status"]: r["tenants"] for r in statuses.records()}
+    return {
+        "run": run,
+        "summary": summary,
+        "figures": figures,
+        "duration": _duration(run.started_at, run.finished_at),
+        "currency": run.currency,
+        "tenants": tenants,
+        "tenant_records": [_with_sort_values(record, overview) for record in tenant_records],
+        "overview_columns": overview,
+        "tag_options": tags,
+        "status_options": [rows.STATUS_INFO[s] for s in rows.STATUS_ORDER if status_counts.get(s.value)],
+        "status_table": statuses,
+        "status_counts": status_counts,
+        "details": details,
+        "errors": errors,
+        "findings_total": len(findings),
+        "remediation_total": len(remediation),
+        "cost_chart": _cost_chart(run),
+        "status_chart": _status_chart(statuses.records()),
+        "kinds": ColumnKind,
+        "status_info": rows.STATUS_INFO,
+    }
+
+
+def _tenant_detail(
+    tenant: TenantResult, record: dict[str, Any], related: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    sp = tenant.service_principal
+    return {
+        "tenant": tenant,
+        "row": record,
+        "anchor": record["anchor"],
+        "info": rows.STATUS_INFO[tenant.status],
+        "identification": rows.identification_text(sp.identified_by) if sp is not None else "",
+        "checks": rows.tenant_checks(tenant),
+        "findings": related["findings"],
+        "consent_link": rows.consent_link(tenant),
+        "census": tenant.mailboxes.counts() if tenant.mailboxes is not None else None,
+        "mailboxes": related["mailboxes"],
+        "remediation": related["remediation"][0] if related["remediation"] else None,
+    }
+
+
+def _with_sort_values(record: dict[str, Any], columns: Sequence[rows.Column]) -> dict[str, Any]:
+    """Add ``sort:<key>`` entries the table's sort script reads (numbers as numbers, unknown empty)."""
+    status_rank = {status.value: i for i, status in enumerate(rows.STATUS_ORDER)}
+    out = dict(record)
+    for column in columns:
+        value = record[column.key]
+        if column.key == "status":
+            sort: object = status_rank[value]
+        elif column.key == "highest_severity":
+            sort = record["severity_rank"]
+        elif column.kind in (ColumnKind.COUNT, ColumnKind.MONEY):
+            sort = "" if value is None else value
+        else:
+            sort = str(value).casefold()
+        out[f"sort:{column.key}"] = sort
+    return out
+
+
+def _duration(started: datetime, finished: datetime) -> str:
+    seconds = max(0, round((finished - started).total_seconds()))
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {seconds} s"
+    return f"{seconds} s"
+
+
+def _cost_chart(run: RunResult) -> _Chart:
+    bars = rows.cost_by_tenant(run, COST_CHART_TOP)
+    top = max((b.value for b in bars), default=0.0)
+    drawn = []
+    for i, bar in enumerate(bars):
+        text = rows.format_money(bar.value, run.currency)
+        drawn.append(
+            _Bar(
+                label=_shorten(bar.label),
+                title=f"{bar.label}: {text} a month",
+                value_text=text,
+                y=i * (_BAR_HEIGHT + _BAR_GAP),
+                width=_bar_width(bar.value, top),
+                css_class="bar-cost" if bar.anchor else "bar-other",
+                href=f"#{bar.anchor}" if bar.anchor else "",
+            )
+        )
+    description = "; ".join(b.title for b in drawn) or "No tenant costs anything this month."
+    return _Chart(
+        "cost-chart",
+        f"Monthly cost of shared mailboxes billed as users, top {COST_CHART_TOP} tenants",
+        description,
+        _chart_height(len(drawn)),
+        tuple(drawn),
+    )
+
+
+def _status_chart(status_records: Sequence[dict[str, Any]]) -> _Chart:
+    top = max((r["tenants"] for r in status_records), default=0)
+    drawn = tuple(
+        _Bar(
+            label=r["label"],
+            title=f"{r['label']}: {r['tenants']} tenant(s)",
+            value_text=str(r["tenants"]),
+            y=i * (_BAR_HEIGHT + _BAR_GAP),
+            width=_bar_width(r["tenants"], top, _STATUS_LABEL_WIDTH),
+            css_class=f"bar-status status-{r['status']}",
+        )
+        for i, r in enumerate(status_records)
+    )
+    return _Chart(
+        "status-chart",
+        "Tenants by status",
+        "; ".join(b.title for b in drawn),
+        _chart_height(len(drawn)),
+        drawn,
+        label_width=_STATUS_LABEL_WIDTH,
+    )
+
+
+def _bar_width(value: float, top: float, label_width: int = _LABEL_WIDTH) -> float:
+    room = _CHART_WIDTH - label_width - _VALUE_WIDTH
+    if top <= 0 or value <= 0:
+        return 0.0
+    return round(max(2.0, room * value / top), 1)
+
+
+def _chart_height(bars: int) -> float:
+    return max(1, bars) * (_BAR_HEIGHT + _BAR_GAP)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1].rstrip() + "…"
+
+
+# --- filters, assets, CSP ---------------------------------------------------------------------------------
+
+
+def _money_filter(amount: float | None, currency: str) -> str:
+    return rows.format_money(amount, currency)
+
+
+def _status_label(status: str | Status) -> str:
+    return rows.STATUS_INFO[Status(status)].label
+
+
+def _severity_label(severity: str | Severity) -> str:
+    return _SEVERITY_LABELS[Severity(severity)] if severity else ""
+
+
+def _inline_asset(env: jinja2.Environment, name: str, forbidden: str) -> str:
+    """The raw text of ``audit.css`` / ``audit.js`` (not rendered: they are static), checked to be safe
+    to inline: a closing tag inside would end the element early."""
+    assert env.loader is not None
+    try:
+        source, _filename, _uptodate = env.loader.get_source(env, name)
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateDirectoryError(f"the report asset {name} is missing") from exc
+    if forbidden in source.lower():
+        raise TemplateDirectoryError(f"{name} must not contain {forbidden}>: it is inlined into the page")
+    return source
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def _csp(style: str, script: str) -> str:
+    """Allow only the page's own inline style and script; no fetches, frames, forms or plugins.
+
+    (``frame-ancestors`` is not listed: a ``<meta>`` policy cannot carry it.)
+    """
+    return "; ".join(
+        (
+            "default-src 'none'",
+            f"style-src {_sha256(style)}",
+            f"script-src {_sha256(script)}",
+            "img-src data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+        )
+    )

@@ -1,0 +1,79 @@
+"""Re-render the human reports (HTML page, Excel workbook) of a saved run: ``auditor report``.
+
+Reading the run, checking ``--out`` and the error types are those of :mod:`auditor.reporting`; this
+module adds the one thing ``auditor report`` has that ``auditor audit`` has not: ``--templates DIR``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from auditor.model import RunResult
+from auditor.reporting import OutputDirectoryError, UnknownFormatError, prepare_out_dir
+from auditor.reporting.excel import render_excel
+from auditor.reporting.html import render_html
+from auditor.reporting.json_report import read_run
+
+__all__ = ["HUMAN_FORMATS", "RenderOptions", "parse_human_formats", "render_reports", "render_saved_run"]
+
+# What `auditor report` writes (the JSON is its input), in this order, and the file names (DESIGN §3.1).
+HUMAN_FORMATS: Final = ("html", "xlsx")
+_FILENAMES: Final = {"html": "audit.html", "xlsx": "audit.xlsx"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What ``auditor report`` was asked to do."""
+
+    run_json: Path
+    out_dir: Path
+    formats: tuple[str, ...] = HUMAN_FORMATS
+    templates: Path | None = None
+
+
+def parse_human_formats(values: Iterable[str] | None) -> tuple[str, ...]:
+    """``--format`` values (repeated and/or comma-separated, any case) -> format names, in
+    :data:`HUMAN_FORMATS` order; none given means both. Raises :class:`UnknownFormatError`."""
+    names = {part.strip().casefold() for value in values or () for part in value.split(",")} - {""}
+    if not names:
+        return HUMAN_FORMATS
+    unknown = sorted(names - set(HUMAN_FORMATS))
+    if unknown:
+        why = " (audit.json is what this command reads)" if unknown == ["json"] else ""
+        raise UnknownFormatError(
+            f"--format {', '.join(unknown)}: not a format `auditor report` writes{why}",
+            hint=f"Use one or more of: {', '.join(HUMAN_FORMATS)} (comma-separated, or --format repeated).",
+        )
+    return tuple(f for f in HUMAN_FORMATS if f in names)
+
+
+def render_reports(
+    run: RunResult, out_dir: Path, formats: Iterable[str] = HUMAN_FORMATS, *, templates: Path | None = None
+) -> list[Path]:
+    """Write ``audit.html`` / ``audit.xlsx`` for ``run`` into ``out_dir``, each atomically; returns the
+    paths. Raises :class:`OutputDirectoryError` when ``out_dir`` or a file cannot be written (a file it
+    was writing keeps its previous content) and :class:`TemplateDirectoryError` for unusable templates."""
+    out_dir = prepare_out_dir(out_dir)
+    written: list[Path] = []
+    for name in formats:
+        target = out_dir / _FILENAMES[name]
+        try:
+            if name == "html":
+                written.append(render_html(run, target, templates=templates))
+            else:
+                written.append(render_excel(run, target))
+        except OSError as exc:
+            raise OutputDirectoryError(
+                f"cannot write {target} ({exc.strerror or exc})",
+                hint="Check free space and permissions of the --out directory, then re-run.",
+            ) from exc
+    return written
+
+
+def render_saved_run(options: RenderOptions) -> list[Path]:
+    """``auditor report``: read the saved audit.json and render the requested formats from it."""
+    run = read_run(options.run_json)
+    return render_reports(run, options.out_dir, options.formats, templates=options.templates)

@@ -1,0 +1,821 @@
+"""Results -> rows: the one layer that turns a :class:`RunResult` into what the reports show.
+
+Both the HTML page and the Excel workbook are drawn from these tables and figures, so a number, a label
+or a piece of advice exists once and the two formats cannot disagree. Each :class:`Table` is a pandas
+``DataFrame`` (object dtype: ``None`` stays ``None``, an int stays an int) plus the ordered
+:class:`Column` specs a format uses for headers and number formats. Frames may carry extra helper
+columns (an HTML anchor, tag lists) that are not in ``columns``.
+
+Conventions every format follows: a ``None`` count or amount is *unknown* (never zero); a ``None`` text
+is empty. Tenants are listed most urgent first: gaps that cost money, then errors and ambiguity, then
+by monthly cost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Final
+from urllib.parse import quote
+
+import pandas as pd
+
+from auditor.constants import (
+    CLOUDS,
+    DEFAULT_CLOUD,
+    EXCHANGE_MANAGE_AS_APP_ROLE_VALUE,
+    SECURITY_READER_ROLE_NAME,
+)
+from auditor.evaluate import admin_consent_url
+from auditor.model import (
+    ROLE_GAP_CODES,
+    Finding,
+    FindingCode,
+    IdentificationMethod,
+    RemediationAction,
+    RunResult,
+    Severity,
+    Status,
+    TenantResult,
+    money,
+)
+
+__all__ = [
+    "STATUS_INFO",
+    "STATUS_ORDER",
+    "Check",
+    "CheckOutcome",
+    "Column",
+    "ColumnKind",
+    "CostBar",
+    "Figure",
+    "StatusInfo",
+    "Table",
+    "consent_link",
+    "cost_by_tenant",
+    "currency_symbol",
+    "error_rows",
+    "finding_rows",
+    "format_count",
+    "format_datetime",
+    "format_money",
+    "identification_text",
+    "ordered_tenants",
+    "remediation_rows",
+    "run_figures",
+    "shared_mailbox_rows",
+    "split_fix",
+    "status_rows",
+    "tenant_anchor",
+    "tenant_checks",
+    "tenant_rows",
+]
+
+UNKNOWN: Final = "unknown"
+
+
+# --- vocabulary -------------------------------------------------------------------------------------------
+
+
+class ColumnKind(StrEnum):
+    """How a column's values are shown and formatted (number format in Excel, text in HTML)."""
+
+    TEXT = "text"
+    COUNT = "count"  # an integer; None is unknown
+    MONEY = "money"  # an amount in the row's (or run's) currency; None is unknown
+    DATETIME = "datetime"  # timezone-aware, shown in UTC
+    FLAG = "flag"  # a boolean, shown as Yes / No
+    LINK = "link"  # a URL (text), clickable where the format allows
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a :class:`Table`: its frame key, header text and kind.
+
+    ``wide`` marks prose (messages, hints) that Excel wraps in a wide column; ``overview`` marks the
+    columns the HTML tenants overview shows (the workbook shows all of them).
+    """
+
+    key: str
+    header: str
+    kind: ColumnKind = ColumnKind.TEXT
+    wide: bool = False
+    overview: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """A named table of rows: ``frame`` holds the values, ``columns`` says what to show and how."""
+
+    name: str
+    columns: tuple[Column, ...]
+    frame: pd.DataFrame
+    empty_note: str = ""
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as dicts (every frame column, helper columns included), in order."""
+        return [{str(k): v for k, v in row.items()} for row in self.frame.to_dict("records")]
+
+    def column(self, key: str) -> Column:
+        """The column spec with ``key``."""
+        for column in self.columns:
+            if column.key == key:
+                return column
+        raise KeyError(key)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """How a status is named and explained to a reader, and what to do about it."""
+
+    status: Status
+    label: str
+    meaning: str
+    next_step: str
+
+
+STATUS_INFO: Final[Mapping[Status, StatusInfo]] = MappingProxyType(
+    {
+        Status.NON_COMPLIANT: StatusInfo(
+            Status.NON_COMPLIANT,
+            "Non-compliant",
+            "USS is connected but lacks a permission it needs: its shared mailboxes are billed as users.",
+            "Fix each finding (each one says how): run `auditor audit --remediate` for the Security Reader "
+            "role, and have a Global Administrator open the admin-consent link for the Exchange Online "
+            "permission. Then start a full sync in the USS dashboard: billing changes only after it.",
+        ),
+        Status.ERROR: StatusInfo(
+            Status.ERROR,
+            "Error",
+            "The auditor could not find out; this is not a verdict on the tenant.",
+            "Follow the hint in the Errors section (usually a permission to grant to the auditor app), "
+            "then re-run the audit for this tenant.",
+        ),
+        Status.AMBIGUOUS: StatusInfo(
+            Status.AMBIGUOUS,
+            "Ambiguous",
+            "Several apps look like the USS app and the config does not say which is the vendor's.",
+            "Find the vendor's appId (in the USS portal, or ask the vendor), set vendor.app_id in the "
+            "config, and re-run. Nothing was judged or changed in this tenant.",
+        ),
+        Status.REMEDIATED: StatusInfo(
+            Status.REMEDIATED,
+            "Remediated",
+            "This run assigned the missing Security Reader role and read it back.",
+            "Wait 15 minutes for the role to take effect, then start a full sync in the USS dashboard: "
+            "shared mailboxes are billed as users until that sync has run.",
+        ),
+        Status.NOT_CONNECTED: StatusInfo(
+            Status.NOT_CONNECTED,
+            "Not connected",
+            "USS is not connected to this tenant, so it neither syncs nor bills it.",
+            "Nothing to do, unless this tenant should be protected by USS: then connect it from the USS "
+            "portal and re-run.",
+        ),
+        Status.COMPLIANT: StatusInfo(
+            Status.COMPLIANT,
+            "Compliant",
+            "USS holds everything it needs: shared mailboxes are recognised and not billed.",
+            "Nothing to do.",
+        ),
+    }
+)
+
+# Most urgent first: what costs money now, then what nobody knows yet, then what was fixed.
+STATUS_ORDER: Final = tuple(STATUS_INFO)
+
+_IDENTIFICATION_TEXT: Final = MappingProxyType(
+    {
+        IdentificationMethod.APP_ID: "by its appId, pinned in the config (vendor.app_id)",
+        IdentificationMethod.PUBLISHER: (
+            "by display name and the vendor's publisher tenant (vendor.publisher_tenant_id)"
+        ),
+        IdentificationMethod.DISPLAY_NAME: "by display name only: not pinned in the config",
+    }
+)
+
+_CURRENCY_SYMBOLS: Final = MappingProxyType({"GBP": "£", "EUR": "€", "USD": "$", "JPY": "¥", "INR": "₹"})
+
+_ROLE_CODES: Final = frozenset(
+    {
+        FindingCode.ROLE_MISSING,
+        FindingCode.ROLE_SCOPED,
+        FindingCode.ROLE_ELIGIBLE_ONLY,
+        FindingCode.ROLE_EXPIRING,
+        FindingCode.ROLE_VIA_GROUP,
+        FindingCode.PIM_UNAVAILABLE,
+    }
+)
+_JUDGED: Final = frozenset({Status.COMPLIANT, Status.NON_COMPLIANT, Status.REMEDIATED})
+_FIXED: Final = frozenset({RemediationAction.CREATED, RemediationAction.ALREADY_PRESENT})
+
+
+# --- formatting shared by the formats ----------------------------------------------------------------------
+
+
+def currency_symbol(currency: str) -> str | None:
+    """The symbol for a currency code (``GBP`` -> ``£``), or None when it has no well-known one."""
+    return _CURRENCY_SYMBOLS.get(currency.strip().upper())
+
+
+def format_money(amount: float | None, currency: str) -> str:
+    """``£1,234.50``; ``CHF 1,234.50`` without a known symbol; ``unknown`` for None."""
+    if amount is None:
+        return UNKNOWN
+    symbol = currency_symbol(currency)
+    sign = "-" if amount < 0 else ""
+    if symbol is not None:
+        return f"{sign}{symbol}{abs(amount):,.2f}"
+    return f"{currency} {amount:,.2f}"
+
+
+def format_count(value: int | None) -> str:
+    """``1,234``, or ``unknown`` for None."""
+    return UNKNOWN if value is None else f"{value:,}"
+
+
+def format_datetime(value: datetime | None) -> str:
+    """``2025-11-26 02:00 UTC`` (naive values are taken as UTC), or empty for None."""
+    if value is None:
+        return ""
+    return f"{_utc(value):%Y-%m-%d %H:%M} UTC"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def split_fix(message: str) -> tuple[str, str]:
+    """Split a finding message into (what was found, what to do) at its ``Fix:``; ``""`` if it has none."""
+    what, marker, fix = message.partition(" Fix: ")
+    if not marker:
+        return message, ""
+    return what, fix
+
+
+def identification_text(method: IdentificationMethod) -> str:
+    """How the vendor app was recognised, in words."""
+    return _IDENTIFICATION_TEXT[method]
+
+
+def tenant_anchor(tenant: TenantResult) -> str:
+    """A stable HTML id for the tenant's detail section (``tenant-<tenant id>``)."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", tenant.tenant_id.strip().lower()).strip("-")
+    return f"tenant-{slug or 'unknown'}"
+
+
+def _anchors(tenants: Sequence[TenantResult]) -> dict[int, str]:
+    """Anchor per tenant position; duplicates (the same tenant listed twice) get a numeric suffix."""
+    seen: dict[str, int] = {}
+    anchors: dict[int, str] = {}
+    for index, tenant in enumerate(tenants):
+        base = tenant_anchor(tenant)
+        seen[base] = seen.get(base, 0) + 1
+        anchors[index] = base if seen[base] == 1 else f"{base}-{seen[base]}"
+    return anchors
+
+
+# --- tenants ----------------------------------------------------------------------------------------------
+
+
+def ordered_tenants(run: RunResult) -> tuple[TenantResult, ...]:
+    """The run's tenants, most urgent first: by status (:data:`STATUS_ORDER`), cost (highest first), name."""
+    rank = {status: i for i, status in enumerate(STATUS_ORDER)}
+
+    def key(tenant: TenantResult) -> tuple[int, float, str, str]:
+        cost = tenant.billing.monthly_cost
+        return (rank[tenant.status], -(cost or 0.0), tenant.name.casefold(), tenant.tenant_id)
+
+    return tuple(sorted(run.tenants, key=key))
+
+
+def _highest_severity(findings: Iterable[Finding]) -> Severity | None:
+    severities = [f.severity for f in findings]
+    return min(severities, key=lambda s: s.rank) if severities else None
+
+
+TENANT_COLUMNS: Final = (
+    Column("name", "Tenant", overview=True),
+    Column("tenant_id", "Tenant ID"),
+    Column("status", "Status", overview=True),
+    Column("monthly_cost", "Monthly cost", ColumnKind.MONEY, overview=True),
+    Column("billed_shared_mailboxes", "Billed shared mailboxes", ColumnKind.COUNT, overview=True),
+    Column("price_per_mailbox", "Price per mailbox", ColumnKind.MONEY),
+    Column("currency", "Currency"),
+    Column("shared_mailboxes", "Shared mailboxes found", ColumnKind.COUNT),
+    Column("findings", "Findings", ColumnKind.COUNT, overview=True),
+    Column("highest_severity", "Highest severity", overview=True),
+    Column("finding_codes", "Finding codes", wide=True),
+    Column("remediation", "Remediation", overview=True),
+    Column("error_code", "Error"),
+    Column("tags", "Tags", overview=True),
+    Column("vendor_app", "Vendor app"),
+    Column("vendor_app_id", "Vendor appId"),
+    Column("identified_by", "Identified by"),
+    Column("next_step", "What to do next", wide=True),
+)
+
+
+def tenant_rows(run: RunResult) -> Table:
+    """One row per tenant (the HTML overview table and the workbook's Tenants sheet).
+
+    Helper columns besides :data:`TENANT_COLUMNS`: ``anchor`` (detail section id), ``status_label``,
+    ``tag_list`` (tuple), ``search_text`` (lower-cased text the HTML free-text filter matches).
+    """
+    tenants = ordered_tenants(run)
+    anchors = _anchors(tenants)
+    rows: list[dict[str, Any]] = []
+    for index, tenant in enumerate(tenants):
+        sp = tenant.service_principal
+        severity = _highest_severity(tenant.findings)
+        codes = ", ".join(dict.fromkeys(f.code.value for f in tenant.findings))
+        row = {
+            "name": tenant.name,
+            "tenant_id": tenant.tenant_id,
+            "status": tenant.status.value,
+            "tags": ", ".join(tenant.tags),
+            "billed_shared_mailboxes": tenant.billing.billed_shared_mailboxes,
+            "monthly_cost": tenant.billing.monthly_cost,
+            "price_per_mailbox": tenant.billing.price_per_mailbox,
+            "currency": tenant.billing.currency,
+            "shared_mailboxes": tenant.mailboxes.shared if tenant.mailboxes is not None else None,
+            "findings": len(tenant.findings),
+            "highest_severity": severity.value if severity is not None else "",
+            "finding_codes": codes,
+            "vendor_app": sp.record.display_name if sp is not None else "",
+            "vendor_app_id": sp.record.app_id if sp is not None else "",
+            "identified_by": sp.identified_by.value if sp is not None else "",
+            "remediation": tenant.remediation.action.value,
+            "error_code": tenant.error.code.value if tenant.error is not None else "",
+            "next_step": STATUS_INFO[tenant.status].next_step,
+            # helpers
+            "anchor": anchors[index],
+            "status_label": STATUS_INFO[tenant.status].label,
+            "tag_list": tuple(tenant.tags),
+            "severity_rank": severity.rank if severity is not None else len(Severity),
+        }
+        row["search_text"] = " ".join(
+            str(row[k])
+            for k in (
+                "name",
+                "tenant_id",
+                "status_label",
+                "tags",
+                "finding_codes",
+                "vendor_app",
+                "error_code",
+            )
+        ).casefold()
+        rows.append(row)
+    return _table("Tenants", TENANT_COLUMNS, rows, "No tenants were audited in this run.")
+
+
+# --- findings, mailboxes, remediation, errors ----------------------------------------------------------------
+
+
+FINDING_COLUMNS: Final = (
+    Column("tenant", "Tenant"),
+    Column("tenant_id", "Tenant ID"),
+    Column("status", "Status"),
+    Column("severity", "Severity"),
+    Column("code", "Code"),
+    Column("message", "Finding and what to do", wide=True),
+    Column("consent_link", "Admin-consent link", ColumnKind.LINK),
+)
+
+
+def finding_rows(run: RunResult) -> Table:
+    """One row per finding, tenants in :func:`ordered_tenants` order, most severe first within a tenant.
+
+    Helper columns: ``what`` and ``fix`` (the message split at ``Fix:``), ``anchor``.
+    """
+    rows: list[dict[str, Any]] = []
+    for tenant, anchor in _with_anchors(run):
+        link = consent_link(tenant)
+        for finding in sorted(tenant.findings, key=lambda f: f.severity.rank):
+            what, fix = split_fix(finding.message)
+            rows.append(
+                {
+                    "tenant": tenant.name,
+                    "tenant_id": tenant.tenant_id,
+                    "status": tenant.status.value,
+                    "severity": finding.severity.value,
+                    "code": finding.code.value,
+                    "message": finding.message,
+                    "consent_link": (
+                        link if finding.code is FindingCode.EXCHANGE_PERMISSION_MISSING and link else ""
+                    ),
+                    "what": what,
+                    "fix": fix,
+                    "anchor": anchor,
+                }
+            )
+    return _table("Findings", FINDING_COLUMNS, rows, "No findings in this run.")
+
+
+SHARED_MAILBOX_COLUMNS: Final = (
+    Column("tenant", "Tenant"),
+    Column("tenant_id", "Tenant ID"),
+    Column("status", "Tenant status"),
+    Column("display_name", "Display name"),
+    Column("user_principal_name", "User principal name"),
+    Column("mail", "Mail"),
+    Column("billed", "Billed as a user", ColumnKind.FLAG),
+    Column("account_enabled", "Sign-in allowed", ColumnKind.FLAG),
+    Column("licensed", "Licensed", ColumnKind.FLAG),
+    Column("id", "Object ID"),
+)
+
+
+def shared_mailbox_rows(run: RunResult) -> Table:
+    """One row per shared mailbox found; ``billed`` is True while the tenant's gap makes USS bill it."""
+    rows: list[dict[str, Any]] = []
+    for tenant, anchor in _with_anchors(run):
+        if tenant.mailboxes is None:
+            continue
+        billed = bool(tenant.billing.billed_shared_mailboxes)
+        for mailbox in tenant.mailboxes.shared_mailboxes:
+            rows.append(
+                {
+                    "tenant": tenant.name,
+                    "tenant_id": tenant.tenant_id,
+                    "status": tenant.status.value,
+                    "display_name": mailbox.display_name,
+                    "user_principal_name": mailbox.user_principal_name,
+                    "mail": mailbox.mail or "",
+                    "billed": billed,
+                    "account_enabled": mailbox.account_enabled,
+                    "licensed": mailbox.licensed,
+                    "id": mailbox.id,
+                    "anchor": anchor,
+                }
+            )
+    return _table("Shared mailboxes", SHARED_MAILBOX_COLUMNS, rows, "No shared mailboxes were found.")
+
+
+REMEDIATION_COLUMNS: Final = (
+    Column("tenant", "Tenant"),
+    Column("tenant_id", "Tenant ID"),
+    Column("status", "Status"),
+    Column("action", "Outcome"),
+    Column("detail", "Detail", wide=True),
+    Column("at", "At (UTC)", ColumnKind.DATETIME),
+    Column("role_assignment_id", "Role assignment ID"),
+    Column("request_id", "Graph request-id"),
+)
+
+
+def remediation_rows(run: RunResult) -> Table:
+    """One row per tenant where remediation did (or planned, or refused) something (action is not none)."""
+    rows: list[dict[str, Any]] = []
+    for tenant, anchor in _with_anchors(run):
+        remediation = tenant.remediation
+        if remediation.action is RemediationAction.NONE:
+            continue
+        rows.append(
+            {
+                "tenant": tenant.name,
+                "tenant_id": tenant.tenant_id,
+                "status": tenant.status.value,
+                "action": remediation.action.value,
+                "detail": remediation.detail,
+                "at": remediation.at,
+                "role_assignment_id": remediation.role_assignment_id or "",
+                "request_id": remediation.request_id or "",
+                "anchor": anchor,
+            }
+        )
+    note = f"No remediation in this run (mode: {run.mode.value})."
+    return _table("Remediation", REMEDIATION_COLUMNS, rows, note)
+
+
+ERROR_COLUMNS: Final = (
+    Column("tenant", "Tenant"),
+    Column("tenant_id", "Tenant ID"),
+    Column("code", "Error"),
+    Column("message", "What happened", wide=True),
+    Column("hint", "What to do", wide=True),
+)
+
+
+def error_rows(run: RunResult) -> Table:
+    """One row per tenant that carries an error (whatever its status)."""
+    rows: list[dict[str, Any]] = []
+    for tenant, anchor in _with_anchors(run):
+        if tenant.error is None:
+            continue
+        rows.append(
+            {
+                "tenant": tenant.name,
+                "tenant_id": tenant.tenant_id,
+                "code": tenant.error.code.value,
+                "message": tenant.error.message,
+                "hint": tenant.error.hint,
+                "anchor": anchor,
+            }
+        )
+    return _table("Errors", ERROR_COLUMNS, rows, "Every tenant could be audited: no errors.")
+
+
+# --- summary -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A headline figure; ``key`` is its audit.json name (``run.<key>`` or ``summary.<key>``)."""
+
+    key: str
+    label: str
+    value: str | int | float | datetime | None
+    kind: ColumnKind = ColumnKind.TEXT
+    note: str = ""
+
+
+def run_figures(run: RunResult) -> tuple[Figure, ...]:
+    """The run's identity and headline totals, in reading order."""
+    summary = run.summary()
+    unknown = summary.tenants_with_unknown_cost
+    cost_note = f"at least: the cost of {unknown} tenant(s) is unknown (errors, ambiguous)" if unknown else ""
+    return (
+        Figure("run.id", "Run ID", run.run_id),
+        Figure("run.started_at", "Started (UTC)", run.started_at, ColumnKind.DATETIME),
+        Figure("run.finished_at", "Finished (UTC)", run.finished_at, ColumnKind.DATETIME),
+        Figure("run.tool_version", "Tool version", run.tool_version),
+        Figure("run.mode", "Mode", run.mode.value),
+        Figure("summary.tenants", "Tenants audited", summary.tenants, ColumnKind.COUNT),
+        Figure(
+            "summary.shared_mailboxes", "Shared mailboxes found", summary.shared_mailboxes, ColumnKind.COUNT
+        ),
+        Figure(
+            "summary.billed_shared_mailboxes",
+            "Shared mailboxes billed as users",
+            summary.billed_shared_mailboxes,
+            ColumnKind.COUNT,
+        ),
+        Figure(
+            "summary.estimated_monthly_cost",
+            "Estimated monthly cost",
+            summary.estimated_monthly_cost,
+            ColumnKind.MONEY,
+            cost_note,
+        ),
+        Figure("summary.currency", "Currency", summary.currency),
+        Figure(
+            "summary.tenants_with_unknown_cost",
+            "Tenants with unknown cost",
+            summary.tenants_with_unknown_cost,
+            ColumnKind.COUNT,
+        ),
+    )
+
+
+STATUS_COLUMNS: Final = (
+    Column("status", "Status"),
+    Column("label", "Meaning"),
+    Column("tenants", "Tenants", ColumnKind.COUNT),
+    Column("meaning", "What it means", wide=True),
+    Column("next_step", "What to do next", wide=True),
+)
+
+
+def status_rows(run: RunResult) -> Table:
+    """Tenants per status, every status listed (most urgent first), with its meaning and next step."""
+    counts = pd.Series([t.status.value for t in run.tenants], dtype=object).value_counts()
+    rows = [
+        {
+            "status": info.status.value,
+            "label": info.label,
+            "tenants": int(counts.get(info.status.value, 0)),
+            "meaning": info.meaning,
+            "next_step": info.next_step,
+        }
+        for info in STATUS_INFO.values()
+    ]
+    return _table("Tenants by status", STATUS_COLUMNS, rows)
+
+
+@dataclass(frozen=True)
+class CostBar:
+    """One bar of the cost chart: a tenant (or "N other tenants") and its monthly cost."""
+
+    label: str
+    value: float
+    anchor: str = ""
+
+
+def cost_by_tenant(run: RunResult, top: int = 10) -> tuple[CostBar, ...]:
+    """The ``top`` tenants by monthly cost (known, above zero), plus one bar summing the rest."""
+    frame = tenant_rows(run).frame
+    costly = frame[frame["monthly_cost"].map(lambda v: v is not None and v > 0)]
+    if costly.empty:
+        return ()
+    costly = costly.assign(cost=costly["monthly_cost"].astype(float))
+    ranked = costly.sort_values(["cost", "name"], ascending=[False, True], kind="stable")
+    records = ranked.to_dict("records")
+    bars = [CostBar(str(r["name"]), float(r["cost"]), str(r["anchor"])) for r in records[:top]]
+    rest = records[top:]
+    if rest:
+        total = money(sum((Decimal(str(r["cost"])) for r in rest), Decimal(0)))
+        bars.append(CostBar(f"{len(rest)} other tenant(s)", total))
+    return tuple(bars)
+
+
+# --- per-tenant evidence --------------------------------------------------------------------------------------
+
+
+class CheckOutcome(StrEnum):
+    """Outcome of one prerequisite check in a tenant's detail."""
+
+    OK = "ok"
+    WARNING = "warning"
+    GAP = "gap"
+    UNKNOWN = "unknown"
+    NOT_APPLICABLE = "not_applicable"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One prerequisite of DESIGN §3.4 for one tenant, what was found, and the findings behind it."""
+
+    name: str
+    outcome: CheckOutcome
+    evidence: str
+    findings: tuple[Finding, ...] = ()
+
+
+def tenant_checks(tenant: TenantResult) -> tuple[Check, ...]:
+    """The evidence behind a tenant's verdict, one check per prerequisite (identification, enabled,
+    Security Reader, Exchange permission, mailbox census)."""
+    sp = tenant.service_principal
+    status = tenant.status
+    codes = tenant.finding_codes()
+    failed_note = "Not confirmed: the audit of this tenant failed (see the error)."
+    checks: list[Check] = []
+
+    lookalikes = tuple(f for f in tenant.findings if f.code is FindingCode.SP_LOOKALIKE)
+    ignored = f" {len(lookalikes)} look-alike app(s) were ignored." if lookalikes else ""
+    if sp is not None:
+        checks.append(
+            Check(
+                "Vendor app identified",
+                CheckOutcome.WARNING if FindingCode.SP_NAME_ONLY in codes else CheckOutcome.OK,
+                f"{sp.record.display_name} (object id {sp.record.id}, appId {sp.record.app_id}, published "
+                f"by {sp.record.app_owner_organization_id or 'unknown'}), identified "
+                f"{identification_text(sp.identified_by)}.{ignored}",
+                _having(tenant, {FindingCode.SP_NAME_ONLY, FindingCode.SP_LOOKALIKE}),
+            )
+        )
+        checks.append(
+            Check(
+                "Vendor app enabled",
+                CheckOutcome.OK if sp.record.account_enabled else CheckOutcome.GAP,
+                "Enabled for sign-in." if sp.record.account_enabled else "Disabled: USS cannot sign in.",
+                _having(tenant, {FindingCode.SP_DISABLED}),
+            )
+        )
+    else:
+        outcome, text = {
+            Status.NOT_CONNECTED: (CheckOutcome.NOT_APPLICABLE, "No vendor app: USS is not connected."),
+            Status.AMBIGUOUS: (CheckOutcome.UNKNOWN, "Several candidate apps; the config must say which."),
+        }.get(status, (CheckOutcome.UNKNOWN, failed_note))
+        checks.append(
+            Check(
+                "Vendor app identified",
+                outcome,
+                text + ignored,
+                _having(
+                    tenant, {FindingCode.SP_NOT_FOUND, FindingCode.SP_AMBIGUOUS, FindingCode.SP_LOOKALIKE}
+                ),
+            )
+        )
+
+    role_findings = _having(tenant, _ROLE_CODES)
+    role_name = f"{SECURITY_READER_ROLE_NAME}, active, tenant-wide"
+    if sp is None:
+        checks.append(Check(role_name, CheckOutcome.NOT_APPLICABLE, "Not checked: no vendor app."))
+    elif codes & ROLE_GAP_CODES and tenant.remediation.action in _FIXED:
+        checks.append(
+            Check(
+                role_name,
+                CheckOutcome.OK,
+                (
+                    "Was missing; this run assigned it and read it back."
+                    if tenant.remediation.action is RemediationAction.CREATED
+                    else "Was missing; found assigned when re-read before writing (already present)."
+                ),
+                role_findings,
+            )
+        )
+    elif codes & ROLE_GAP_CODES:
+        checks.append(Check(role_name, CheckOutcome.GAP, "Not held as required.", role_findings))
+    elif status in _JUDGED:
+        warn = codes & {FindingCode.ROLE_VIA_GROUP, FindingCode.ROLE_EXPIRING}
+        checks.append(
+            Check(
+                role_name,
+                CheckOutcome.WARNING if warn else CheckOutcome.OK,
+                "Held, with a caveat (see below)." if warn else "Held: active, at scope '/'.",
+                role_findings,
+            )
+        )
+    else:
+        checks.append(Check(role_name, CheckOutcome.UNKNOWN, failed_note, role_findings))
+
+    exchange_name = f"Exchange Online permission {EXCHANGE_MANAGE_AS_APP_ROLE_VALUE}"
+    exchange_findings = _having(tenant, {FindingCode.EXCHANGE_PERMISSION_MISSING})
+    if sp is None:
+        checks.append(Check(exchange_name, CheckOutcome.NOT_APPLICABLE, "Not checked: no vendor app."))
+    elif exchange_findings:
+        checks.append(
+            Check(
+                exchange_name,
+                CheckOutcome.GAP,
+                "Missing: a Global Administrator must grant admin consent (link below).",
+                exchange_findings,
+            )
+        )
+    elif status in _JUDGED:
+        checks.append(
+            Check(exchange_name, CheckOutcome.OK, "No finding: granted (or the check is off in the config).")
+        )
+    else:
+        checks.append(Check(exchange_name, CheckOutcome.UNKNOWN, failed_note))
+
+    census = tenant.mailboxes
+    census_findings = _having(
+        tenant,
+        {
+            FindingCode.MAILBOX_SCAN_INCOMPLETE,
+            FindingCode.SHARED_MAILBOX_SIGNIN_ENABLED,
+            FindingCode.SHARED_MAILBOX_LICENSED,
+        },
+    )
+    if census is None:
+        outcome = CheckOutcome.UNKNOWN if status is Status.ERROR else CheckOutcome.NOT_APPLICABLE
+        checks.append(Check("Mailbox census", outcome, "Mailboxes were not classified.", census_findings))
+    else:
+        incomplete = not census.complete
+        checks.append(
+            Check(
+                "Mailbox census",
+                CheckOutcome.WARNING if census_findings else CheckOutcome.OK,
+                f"{census.total_users:,} users classified: {census.shared:,} shared mailbox(es)"
+                + (
+                    f"; {census.unclassified:,} could not be classified (a lower bound)."
+                    if incomplete
+                    else "."
+                ),
+                census_findings,
+            )
+        )
+    return tuple(checks)
+
+
+def _having(tenant: TenantResult, codes: Iterable[FindingCode]) -> tuple[Finding, ...]:
+    wanted = frozenset(codes)
+    return tuple(f for f in tenant.findings if f.code in wanted)
+
+
+def consent_link(tenant: TenantResult) -> str | None:
+    """The admin-consent link for the vendor app's Exchange Online permission, when it is missing.
+
+    The evaluator writes the link (built for the tenant's cloud) at the end of the finding's message;
+    the last such link for this tenant and app is taken, so a link-like text planted earlier in the
+    message (a display name is tenant data) is never the one used. Without one, the global-cloud link
+    is built.
+    """
+    sp = tenant.service_principal
+    if sp is None or FindingCode.EXCHANGE_PERMISSION_MISSING not in tenant.finding_codes():
+        return None
+    suffix = f"/{quote(tenant.tenant_id, safe='')}/adminconsent?client_id={quote(sp.record.app_id, safe='')}"
+    pattern = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~-]+)*?" + re.escape(suffix))
+    for finding in reversed(tenant.findings):
+        if finding.code is FindingCode.EXCHANGE_PERMISSION_MISSING:
+            matches = pattern.findall(finding.message)
+            if matches:
+                return str(matches[-1])
+    return admin_consent_url(CLOUDS[DEFAULT_CLOUD].authority, tenant.tenant_id, sp.record.app_id)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+def _with_anchors(run: RunResult) -> list[tuple[TenantResult, str]]:
+    tenants = ordered_tenants(run)
+    anchors = _anchors(tenants)
+    return [(tenant, anchors[i]) for i, tenant in enumerate(tenants)]
+
+
+def _table(name: str, columns: tuple[Column, ...], rows: list[dict[str, Any]], empty_note: str = "") -> Table:
+    keys = [c.key for c in columns]
+    extra = [k for k in (rows[0] if rows else {}) if k not in keys]
+    frame = pd.DataFrame(rows, columns=[*keys, *extra], dtype=object)
+    return Table(name, columns, frame, empty_note)
