@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
@@ -139,11 +140,24 @@ class AuditConfig:
     vendor: VendorSettings = field(default_factory=VendorSettings)
     billing: BillingSettings = field(default_factory=BillingSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    # [history] and [notifications] are validated by the modules that use them (auditor.history,
+    # auditor.notify) when a run starts; here they are kept as written.
+    history: Mapping[str, Any] = field(default_factory=dict)
+    notifications: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- keys -------------------------------------------------------------------------------------------------
 
-_TOP_KEYS: Final = ("vendor", "billing", "auth", "remediation_auth", "run", "tenants")
+_TOP_KEYS: Final = (
+    "vendor",
+    "billing",
+    "auth",
+    "remediation_auth",
+    "run",
+    "history",
+    "notifications",
+    "tenants",
+)
 _VENDOR_KEYS: Final = ("app_display_name", "app_id", "publisher_tenant_id", "exchange_app_role")
 _BILLING_KEYS: Final = ("price_per_mailbox", "currency")
 _RUN_KEYS: Final = ("concurrency", "tenant_timeout_seconds")
@@ -393,7 +407,15 @@ class _Parser:
             for i, raw in enumerate(raw_tenants)
         )
         self.check_unique(tenants)
-        return AuditConfig(path=self.path.resolve(), vendor=vendor, billing=billing, run=run, tenants=tenants)
+        return AuditConfig(
+            path=self.path.resolve(),
+            vendor=vendor,
+            billing=billing,
+            run=run,
+            tenants=tenants,
+            history=MappingProxyType(dict(self.table(data, "history"))),
+            notifications=MappingProxyType(dict(self.table(data, "notifications"))),
+        )
 
     def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value = data.get(key, {})
