@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test test-fast lint fmt bench clean
+.PHONY: help venv demo test test-fast lint fmt bench screenshots clean
 
 help:
 	@echo "make demo   - set up .venv, start the Graph simulator, audit the demo fleet, print report paths"
 	@echo "make test   - set up .venv and run the whole test suite"
 	@echo "make lint   - ruff (lint + format check) and mypy --strict"
-	@echo "make bench  - benchmarks that print figures (simulator fleet generator, ...)"
+	@echo "make bench  - benchmarks that print figures (simulator fleet generator, fleet audit)"
+	@echo "make screenshots - PNG screenshots of the HTML report into docs/ (needs chromium)"
 
 venv: $(STAMP)
 
@@ -30,16 +31,20 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check auditor tests benchmarks
-	$(BIN)/ruff format --check auditor tests benchmarks
+	$(BIN)/ruff check auditor tests benchmarks tools
+	$(BIN)/ruff format --check auditor tests benchmarks tools
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format auditor tests benchmarks
-	$(BIN)/ruff check --fix auditor tests benchmarks
+	$(BIN)/ruff format auditor tests benchmarks tools
+	$(BIN)/ruff check --fix auditor tests benchmarks tools
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fleet_generator.py
+	$(BIN)/python benchmarks/bench_audit_fleet.py --tenants 100 --users 500
+
+screenshots: $(STAMP)
+	$(BIN)/python tools/screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache reports/out

@@ -84,7 +84,14 @@ def demo_fixture_path(path: Path | None = None) -> Path:
 
     Raises :class:`DemoError` when it is not there.
     """
-    path = path or Path(auditor.__file__).resolve().parent.parent / "config" / "demo-fleet.toml"
+    if path is None:
+        package = Path(auditor.__file__).resolve().parent
+        # A source checkout's config/ first; an installed wheel ships the same file as auditor/demo_data/.
+        candidates = (
+            package.parent / "config" / "demo-fleet.toml",
+            package / "demo_data" / "demo-fleet.toml",
+        )
+        path = next((c for c in candidates if c.is_file()), candidates[0])
     if not path.is_file():
         raise DemoError(
             f"the demo fleet fixture is missing: {path}",

@@ -575,6 +575,8 @@ class RunSummary:
     estimated_monthly_cost: float
     currency: str
     tenants_with_unknown_cost: int
+    # What --remediate did (or planned) in this run, by action; empty when it did not run.
+    remediation: Mapping[RemediationAction, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, results: Iterable[TenantResult], currency: str) -> RunSummary:
@@ -593,6 +595,13 @@ class RunSummary:
             estimated_monthly_cost=money(cost),
             currency=currency,
             tenants_with_unknown_cost=sum(1 for r in results if r.billing.monthly_cost is None),
+            remediation=dict(
+                Counter(
+                    r.remediation.action
+                    for r in results
+                    if r.remediation.action is not RemediationAction.NONE
+                )
+            ),
         )
 
     def to_dict(self) -> JsonDict:
@@ -605,6 +614,7 @@ class RunSummary:
             "estimated_monthly_cost": self.estimated_monthly_cost,
             "currency": self.currency,
             "tenants_with_unknown_cost": self.tenants_with_unknown_cost,
+            "remediation": {action.value: n for action, n in sorted(self.remediation.items())},
         }
 
 

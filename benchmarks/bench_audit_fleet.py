@@ -21,14 +21,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from auditor.collect import TenantAuditor  # noqa: E402
-from auditor.config import load_config  # noqa: E402
-from auditor.simulator import GraphSimulator  # noqa: E402
-from auditor.simulator.fleet import FleetSpec, generate_fleet  # noqa: E402
+from auditor.collect import TenantAuditor
+from auditor.config import load_config
+from auditor.simulator import GraphSimulator
+from auditor.simulator.fleet import FleetSpec, generate_fleet
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -42,7 +44,12 @@ def main() -> None:
                  f'authority = "{sim.authority}"', f'graph_endpoint = "{sim.graph_url}"',
                  f'ca_bundle = "{sim.ca_file}"', ""]  # fmt: skip
         for tenant in world.tenants.values():
-            lines += ["[[tenants]]", f'name = "{tenant.display_name}"', f'tenant_id = "{tenant.tenant_id}"', ""]
+            lines += [
+                "[[tenants]]",
+                f'name = "{tenant.display_name}"',
+                f'tenant_id = "{tenant.tenant_id}"',
+                "",
+            ]
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / "fleet.toml"
             path.write_text("\n".join(lines))

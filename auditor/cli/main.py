@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import audit, demo, simulator
+from . import audit, demo, report, simulator
 
 app = typer.Typer(
     name="auditor",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.command(name="audit")(audit.audit)
 app.command(name="demo")(demo.demo)
+app.command(name="report")(report.report)
 app.add_typer(simulator.app, name="simulator")
 
 

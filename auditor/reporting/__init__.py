@@ -71,9 +71,25 @@ def _write_json(run: RunResult, path: Path) -> Path:
     return write_json(run, path)
 
 
-# In the order they are written.
+def _write_html(run: RunResult, path: Path) -> Path:
+    from auditor.reporting.html import render_html
+
+    return render_html(run, path)
+
+
+def _write_xlsx(run: RunResult, path: Path) -> Path:
+    from auditor.reporting.excel import render_excel
+
+    return render_excel(run, path)
+
+
+# In the order they are written: audit.json first, the record the others are rendered from.
 FORMATS: Final[Mapping[str, ReportFormat]] = MappingProxyType(
-    {"json": ReportFormat("json", "audit.json", _write_json)}
+    {
+        "json": ReportFormat("json", "audit.json", _write_json),
+        "html": ReportFormat("html", "audit.html", _write_html),
+        "xlsx": ReportFormat("xlsx", "audit.xlsx", _write_xlsx),
+    }
 )
 
 

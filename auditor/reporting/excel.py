@@ -56,6 +56,9 @@ _HEADER_BORDER: Final = Border(bottom=Side(style="medium", color="0B1F33"))
 _TITLE_FONT: Final = Font(bold=True, size=16)
 _UNKNOWN_FONT: Final = Font(italic=True, color="57606A")
 _LINK_FONT: Final = Font(color="0563C1", underline="single")
+_TOP: Final = Alignment(vertical="top")
+_WRAP_TOP: Final = Alignment(vertical="top", wrap_text=True)
+_RIGHT_TOP: Final = Alignment(horizontal="right", vertical="top")
 _TABLE_STYLE: Final = TableStyleInfo(name="TableStyleLight9", showRowStripes=True)
 
 # Same palette as the HTML report: (fill, font colour).
@@ -153,9 +156,9 @@ def _summary_sheet(sheet: Worksheet, run: RunResult) -> None:
         sheet.column_dimensions[letter].width = width
     for row in range(status_header + 1, status_last + 1):
         for prose in (4, 5):
-            sheet.cell(row=row, column=prose).alignment = Alignment(wrap_text=True, vertical="top")
+            sheet.cell(row=row, column=prose).alignment = _WRAP_TOP
     sheet.freeze_panes = f"A{header_row + 1}"
-    _page_setup(sheet, header_row)
+    _page_setup(sheet, header_row, fit_width=True)
 
 
 def _table_sheet(sheet: Worksheet, table: Table, table_name: str, currency: str) -> None:
@@ -220,7 +223,7 @@ def _put_value(cell: Cell, column: Column, value: Any, currency: str) -> None:
         if value is None:
             _put_text(cell, _UNKNOWN)
             cell.font = _UNKNOWN_FONT
-            cell.alignment = Alignment(horizontal="right")
+            cell.alignment = _RIGHT_TOP
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
             _put_text(cell, value)
@@ -245,8 +248,8 @@ def _put_value(cell: Cell, column: Column, value: Any, currency: str) -> None:
             cell.font = _LINK_FONT
     else:
         _put_text(cell, "" if value is None else value)
-    if column.wide:
-        cell.alignment = Alignment(wrap_text=True, vertical="top")
+    # Top-aligned, so a row whose prose wraps still reads left to right; prose columns wrap.
+    cell.alignment = _WRAP_TOP if column.wide else _TOP
 
 
 def money_format(currency: str) -> str:
@@ -320,9 +323,12 @@ def _display_text(column: Column, value: Any) -> str:
     return str(value)
 
 
-def _page_setup(sheet: Worksheet, title_row: int) -> None:
+def _page_setup(sheet: Worksheet, title_row: int, *, fit_width: bool = False) -> None:
+    # Landscape with the header repeated on every page; only the narrow Summary is shrunk to one page
+    # width (a data sheet of 18 columns would print unreadably small).
     sheet.page_setup.orientation = "landscape"
-    sheet.page_setup.fitToWidth = 1
-    sheet.page_setup.fitToHeight = 0
-    sheet.sheet_properties.pageSetUpPr.fitToPage = True
     sheet.print_title_rows = f"{title_row}:{title_row}"
+    if fit_width:
+        sheet.page_setup.fitToWidth = 1
+        sheet.page_setup.fitToHeight = 0
+        sheet.sheet_properties.pageSetUpPr.fitToPage = True

@@ -65,6 +65,7 @@ __all__ = [
     "format_datetime",
     "format_money",
     "identification_text",
+    "next_step",
     "ordered_tenants",
     "remediation_rows",
     "run_figures",
@@ -261,6 +262,29 @@ def split_fix(message: str) -> tuple[str, str]:
     return what, fix
 
 
+def next_step(tenant: TenantResult) -> str:
+    """What to do about this tenant: the status's advice, made specific to a non-compliant tenant's gaps."""
+    if tenant.status is not Status.NON_COMPLIANT:
+        return STATUS_INFO[tenant.status].next_step
+    codes = tenant.finding_codes()
+    steps: list[str] = []
+    if FindingCode.SP_DISABLED in codes:
+        steps.append("enable the USS AzureAD app for sign-in (Entra admin center > Enterprise applications)")
+    if codes & ROLE_GAP_CODES and tenant.remediation.action not in _FIXED:
+        steps.append("assign it Security Reader, active and tenant-wide (or run `auditor audit --remediate`)")
+    if FindingCode.EXCHANGE_PERMISSION_MISSING in codes:
+        steps.append(
+            "have a Global Administrator open the admin-consent link for the Exchange Online permission"
+        )
+    if not steps:
+        return STATUS_INFO[tenant.status].next_step
+    listed = "; ".join(steps)
+    return (
+        f"{listed[0].upper()}{listed[1:]}. Then start a full sync in the USS dashboard: shared mailboxes "
+        f"are billed as users until it has run."
+    )
+
+
 def identification_text(method: IdentificationMethod) -> str:
     """How the vendor app was recognised, in words."""
     return _IDENTIFICATION_TEXT[method]
@@ -355,7 +379,7 @@ def tenant_rows(run: RunResult) -> Table:
             "identified_by": sp.identified_by.value if sp is not None else "",
             "remediation": tenant.remediation.action.value,
             "error_code": tenant.error.code.value if tenant.error is not None else "",
-            "next_step": STATUS_INFO[tenant.status].next_step,
+            "next_step": next_step(tenant),
             # helpers
             "anchor": anchors[index],
             "status_label": STATUS_INFO[tenant.status].label,
@@ -573,6 +597,11 @@ def run_figures(run: RunResult) -> tuple[Figure, ...]:
             "Tenants with unknown cost",
             summary.tenants_with_unknown_cost,
             ColumnKind.COUNT,
+        ),
+        *(
+            (Figure("summary.remediation", "Remediation in this run", remediation),)
+            if (remediation := ", ".join(f"{n} {a.value}" for a, n in sorted(summary.remediation.items())))
+            else ()
         ),
     )
 

@@ -25,7 +25,9 @@ def env_sim(fresh_sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> Graph
 
 
 def invoke(config: Path, out: Path, *extra: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["audit", "--config", str(config), "--out", str(out), "--format", "json", *extra])
+    result = CliRunner().invoke(
+        app, ["audit", "--config", str(config), "--out", str(out), "--format", "json", *extra]
+    )
     return result.exit_code, result.output
 
 
@@ -33,7 +35,9 @@ def post_count(sim: GraphSimulator) -> int:
     return sim.count(route="roleAssignments.create")
 
 
-def test_without_a_terminal_and_without_yes_nothing_is_written(env_sim: GraphSimulator, tmp_path: Path) -> None:
+def test_without_a_terminal_and_without_yes_nothing_is_written(
+    env_sim: GraphSimulator, tmp_path: Path
+) -> None:
     write_demo_config(env_sim, tmp_path)
     code, output = invoke(tmp_path / "audit.toml", tmp_path / "out", "--remediate")
     assert code == 2
@@ -70,8 +74,11 @@ def test_remediate_yes_fixes_and_reports(env_sim: GraphSimulator, tmp_path: Path
     statuses = {KEY_BY_ID[t["tenant_id"]]: t["status"] for t in run["tenants"]}
     assert {k for k, s in statuses.items() if s == "remediated"} == FIXABLE
     assert f"Remediation: {len(FIXABLE)} created" in output and "full sync" in output
-    creates = [json.loads(line) for line in (out / "remediation.jsonl").read_text().splitlines()
-               if json.loads(line)["action"] == "create"]
+    creates = [
+        json.loads(line)
+        for line in (out / "remediation.jsonl").read_text().splitlines()
+        if json.loads(line)["action"] == "create"
+    ]
     assert len(creates) == len(FIXABLE)
     # and an immediate second run writes nothing
     code, _ = invoke(tmp_path / "audit.toml", tmp_path / "out2", "--remediate", "--yes")

@@ -108,7 +108,11 @@ class Browser:
         self._closed = False
         self._reader = threading.Thread(target=self._read_loop, name="cdp-reader", daemon=True)
         self._reader.start()
-        self.version = self.send("Browser.getVersion")
+        try:
+            self.version = self.send("Browser.getVersion")
+        except BaseException:
+            self.close()  # a browser that failed to start leaves no process or profile behind
+            raise
 
     # --- plumbing --------------------------------------------------------------------------------------
 
@@ -322,15 +326,19 @@ class Page:
                 "Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}
             )
 
-    def screenshot(self, path: Path, *, full_page: bool = False, selector: str | None = None) -> Path:
-        """Save a PNG of the viewport, the whole page, or one element."""
+    def screenshot(
+        self, path: Path, *, full_page: bool = False, selector: str | None = None, margin: int = 0
+    ) -> Path:
+        """Save a PNG of the viewport, the whole page, or one element (the full width of the page, from
+        ``margin`` pixels above the element to ``margin`` below it)."""
         params: JsonDict = {"format": "png", "captureBeyondViewport": full_page or selector is not None}
         if selector is not None:
             rect = self.evaluate(
                 f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                " return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]; })()"
+                " return [r.top + window.scrollY, r.height, document.documentElement.clientWidth]; })()"
             )
-            params["clip"] = {"x": rect[0], "y": rect[1], "width": rect[2], "height": rect[3], "scale": 1}
+            top = max(0, rect[0] - margin)
+            params["clip"] = {"x": 0, "y": top, "width": rect[2], "height": rect[1] + 2 * margin, "scale": 1}
         elif full_page:
             size = self.evaluate(
                 "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"

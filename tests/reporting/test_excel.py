@@ -201,6 +201,8 @@ def test_summary_sheet_matches_audit_json(workbook: openpyxl.Workbook, audit_jso
     assert values["Estimated monthly cost"] == summary["estimated_monthly_cost"]
     assert values["Currency"] == summary["currency"]
     assert values["Tenants with unknown cost"] == summary["tenants_with_unknown_cost"]
+    actions = ", ".join(f"{n} {action}" for action, n in summary["remediation"].items())
+    assert values["Remediation in this run"] == actions
     table = sheet.tables["StatusCounts"]
     first, last = table.ref.split(":")
     status_rows = list(sheet[f"{first}:{last}"])[1:]

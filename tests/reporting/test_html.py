@@ -236,6 +236,31 @@ def test_errors_section_lists_each_hint(tree: _Tree, audit_json: dict[str, Any])
         assert tenant["error"]["code"] in text
 
 
+def test_remediation_section_equals_audit_json(tree: _Tree, audit_json: dict[str, Any]) -> None:
+    (table,) = tree.all("table", id="remediation-table")
+    rows = {
+        r.attrs["data-tenant-id"]: r for r in table.iter() if r.tag == "tr" and "data-tenant-id" in r.attrs
+    }
+    acted = {t["tenant_id"]: t for t in audit_json["tenants"] if t["remediation"]["action"] != "none"}
+    assert sorted(rows) == sorted(acted)
+    for tenant_id, row in rows.items():
+        assert row.attrs["data-action"] == acted[tenant_id]["remediation"]["action"]
+        assert acted[tenant_id]["remediation"]["detail"] in row.text()
+    (figure,) = [e for e in tree.with_attr("data-figure") if e.attrs["data-figure"] == "summary.remediation"]
+    expected = ", ".join(f"{n} {action}" for action, n in audit_json["summary"]["remediation"].items())
+    assert figure.text() == expected.replace("_", " ")
+
+
+def test_no_remediation_section_when_it_did_not_run() -> None:
+    from auditor.model import Remediation
+
+    run = sample_run()
+    quiet = replace(run, tenants=tuple(replace(t, remediation=Remediation()) for t in run.tenants))
+    text = render_html_text(quiet)
+    assert 'id="remediation-table"' not in text
+    assert 'href="#remediation"' not in text
+
+
 def test_what_to_do_next_per_status_present(tree: _Tree, audit_json: dict[str, Any]) -> None:
     (section,) = tree.all("section", id="next-steps")
     text = section.text()

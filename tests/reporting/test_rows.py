@@ -80,8 +80,18 @@ def test_tenant_row_values(hostile_run: RunResult) -> None:
     assert fabrikam["finding_codes"] == "ROLE_MISSING, SHARED_MAILBOX_SIGNIN_ENABLED, SHARED_MAILBOX_LICENSED"
     assert fabrikam["remediation"] == "planned"
     assert fabrikam["identified_by"] == "app_id"
-    assert fabrikam["next_step"] == rows.STATUS_INFO[Status.NON_COMPLIANT].next_step
-    assert "start a full sync in the USS dashboard" in fabrikam["next_step"]
+    assert fabrikam["next_step"] == (
+        "Assign it Security Reader, active and tenant-wide (or run `auditor audit --remediate`). Then start "
+        "a full sync in the USS dashboard: shared mailboxes are billed as users until it has run."
+    )
+    alpine = records["Alpine Ski House"]
+    assert alpine["next_step"].startswith("Have a Global Administrator open the admin-consent link")
+    coho = records["Coho Winery"]
+    assert coho["next_step"].startswith("Enable the USS AzureAD app for sign-in")
+    assert records["Contoso Healthcare"]["next_step"] == "Nothing to do."
+    remediated = records["Adatum Corporation"]["next_step"]
+    assert remediated == rows.STATUS_INFO[Status.REMEDIATED].next_step
+    assert "start a full sync in the USS dashboard" in remediated
     assert "fabrikam retail" in fabrikam["search_text"]
     relecloud = records["Relecloud"]
     assert relecloud["vendor_app"] == ""
@@ -183,8 +193,10 @@ def test_run_figures_match_the_summary(hostile_run: RunResult) -> None:
     figures = {f.key: f.value for f in rows.run_figures(hostile_run)}
     summary = hostile_run.to_dict()["summary"]
     for key, value in summary.items():
-        if key != "by_status":
+        if key not in ("by_status", "remediation"):
             assert figures[f"summary.{key}"] == value
+    fixed = ", ".join(f"{n} {action}" for action, n in summary["remediation"].items())
+    assert figures.get("summary.remediation", "") == fixed
     cost = next(f for f in rows.run_figures(hostile_run) if f.key == "summary.estimated_monthly_cost")
     assert cost.note.startswith("at least")
 

@@ -159,9 +159,10 @@ def test_a_crash_on_the_first_write_leaves_no_file_at_all(tmp_path: Path) -> Non
 def test_write_reports_writes_every_available_format_by_default(tmp_path: Path) -> None:
     out = tmp_path / "nightly" / "2025-03-01"  # created, parents too
     written = write_reports(sample_run(), out)
-    assert written == [out / "audit.json"]
+    assert written == [out / "audit.json", out / "audit.html", out / "audit.xlsx"]
     assert read_run(written[0]) == sample_run()
-    assert [p.name for p in out.iterdir()] == ["audit.json"]  # the writability probe left nothing
+    # the writability probe and the atomic writes' temporary files left nothing behind
+    assert sorted(p.name for p in out.iterdir()) == ["audit.html", "audit.json", "audit.xlsx"]
 
 
 def test_write_reports_overwrites_the_previous_run(tmp_path: Path) -> None:
@@ -186,7 +187,7 @@ def test_parse_formats(values: list[str] | None, expected: tuple[str, ...]) -> N
     assert parse_formats(values) == expected
 
 
-@pytest.mark.parametrize("values", [["html"], ["json,xlsx"], ["pdf"], ["json", "html,xlsx"]])
+@pytest.mark.parametrize("values", [["pdf"], ["json,docx"], ["PDF"], ["json", "html,csv"]])
 def test_unknown_formats_are_a_usage_error_listing_the_available_ones(values: list[str]) -> None:
     with pytest.raises(UnknownFormatError) as caught:
         parse_formats(values)
@@ -200,7 +201,7 @@ def test_unknown_formats_are_a_usage_error_listing_the_available_ones(values: li
 def test_an_unknown_format_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(UnknownFormatError):
-        write_reports(sample_run(), out, ["json", "html"])
+        write_reports(sample_run(), out, ["json", "pdf"])
     assert not out.exists()
 
 
