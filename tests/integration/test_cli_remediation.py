@@ -90,3 +90,35 @@ def test_remediation_flags_need_remediate(tmp_path: Path, flag: list[str]) -> No
     (tmp_path / "c.toml").write_text("")
     code, output = invoke(tmp_path / "c.toml", tmp_path / "out", *flag)
     assert code == 2 and "only makes sense with --remediate" in output
+
+
+@pytest.mark.parametrize("answer", [False, True])
+def test_at_a_terminal_the_plan_is_confirmed_first(
+    env_sim: GraphSimulator, tmp_path: Path, answer: bool
+) -> None:
+    import io
+
+    from auditor.app import AuditOptions, audit
+
+    write_demo_config(env_sim, tmp_path)
+    questions: list[str] = []
+
+    def confirm(question: str) -> bool:
+        questions.append(question)
+        assert post_count(env_sim) == 0, "nothing is written before the answer"
+        return answer
+
+    stdout = io.StringIO()
+    options = AuditOptions(
+        config=tmp_path / "audit.toml",
+        out_dir=tmp_path / "out",
+        formats=("json",),
+        remediate=True,
+        interactive=True,
+    )
+    outcome = audit(options, stdout=stdout, confirm=confirm)
+    assert questions == [f"Apply {len(FIXABLE)} change(s)? [y/N] "]
+    assert "Remediation plan:" in stdout.getvalue()
+    assert post_count(env_sim) == (len(FIXABLE) if answer else 0)
+    actions = {t.remediation.action.value for t in outcome.run.tenants if KEY_BY_ID[t.tenant_id] in FIXABLE}
+    assert actions == ({"created"} if answer else {"planned"})
