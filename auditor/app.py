@@ -25,10 +25,12 @@ from auditor.config import AuditConfig, TenantConfig, load_config, select_tenant
 from auditor.constants import ExitCode
 from auditor.errors import UsageError
 from auditor.evaluate import exit_code
+from auditor.history import JournalCursor, open_history
 from auditor.model import RemediationAction, RunMode, RunResult
 from auditor.output import print_summary, progress_for_stderr
 from auditor.reporting import parse_formats, prepare_out_dir, write_reports
 from auditor.runner import Progress, TenantAudit, run_fleet
+from auditor.shard import parse_shard, part_manifest, write_part_manifest
 
 __all__ = ["DEFAULT_OUT_DIR", "AuditOptions", "AuditOutcome", "AuditorFactory", "audit", "exit_code_meaning"]
 
@@ -62,6 +64,7 @@ class AuditOptions:
     yes: bool = False  # --yes: apply without asking (required without a terminal)
     max_changes: int | None = None  # --max-changes N: stop writing after N changes
     interactive: bool = False  # a person at a terminal can be asked to confirm
+    shard: str | None = None  # --shard K/N: audit only shard K of N and write a part for `auditor merge`
 
     @property
     def mode(self) -> RunMode:
@@ -98,8 +101,10 @@ def audit(
     stdout = stdout if stdout is not None else sys.stdout
     _check_remediation_options(options)
     formats = parse_formats(options.formats)
+    shard = parse_shard(options.shard) if options.shard is not None else None
     config = load_config(options.config)
-    tenants = select_tenants(config, options.tenants, options.tags)
+    selected = select_tenants(config, options.tenants, options.tags)
+    tenants = shard.select(selected) if shard is not None else selected
     out_dir = prepare_out_dir(options.out_dir)
     concurrency = options.concurrency or config.run.concurrency
     tenant_audit = (auditor_factory or _graph_auditor)(config)
@@ -110,24 +115,39 @@ def audit(
         config.path,
         concurrency,
     )
-    run = asyncio.run(
-        run_fleet(
-            tenants,
-            tenant_audit,
-            concurrency=concurrency,
-            tenant_timeout=config.run.tenant_timeout_seconds,
-            mode=options.mode,
-            currency=config.billing.currency,
-            progress=progress if progress is not None else progress_for_stderr(),
+    # [history] is checked and the history locked before any tenant is audited (ConfigError/HistoryError:
+    # exit 2); the lock is held until this run is recorded, so an overlapping run refuses to start. A shard
+    # part is not a night of its own: `auditor merge` records the merged run.
+    shard_note = "a shard part: `auditor merge --config` records the whole run" if shard is not None else None
+    with open_history(config, disabled_reason=shard_note) as history:
+        journal = JournalCursor(out_dir / "remediation.jsonl")
+        run = asyncio.run(
+            run_fleet(
+                tenants,
+                tenant_audit,
+                concurrency=concurrency,
+                tenant_timeout=config.run.tenant_timeout_seconds,
+                mode=options.mode,
+                currency=config.billing.currency,
+                progress=progress if progress is not None else progress_for_stderr(),
+            )
         )
-    )
-    if options.remediate:
-        run = remediate(
-            run, tenants, options, out_dir, stdout, confirm=confirm, session_factory=session_factory
-        )
-    reports = tuple(write_reports(run, out_dir, formats))
+        if options.remediate:
+            run = remediate(
+                run, tenants, options, out_dir, stdout, confirm=confirm, session_factory=session_factory
+            )
+        insights = history.record(run, journal.new_lines())  # never raises for a database failure
+    reports = tuple(write_reports(run, out_dir, formats, insights=insights))
+    if shard is not None:
+        # Written last: a part is complete once its shard.json names the run in its audit.json.
+        reports += (write_part_manifest(out_dir, part_manifest(shard, run, config, selected)),)
     code = exit_code(run.tenants)
     print_summary(run, stdout)
+    if shard is not None:
+        stdout.write(
+            f"\nShard {shard}: {len(tenants)} of {len(selected)} selected tenant(s). Merge all {shard.count} "
+            f"parts with `auditor merge PART... --out DIR`.\n"
+        )
     stdout.write("\nReports:\n" + "".join(f"  {path.resolve()}\n" for path in reports))
     stdout.write(f"Exit code {code}: {exit_code_meaning(code)}.\n")
     stdout.flush()

@@ -77,6 +77,15 @@ def audit(
             "--max-changes", min=0, metavar="N", help="With --remediate: stop writing after N changes."
         ),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="K/N",
+            help="Audit only shard K of N (a stable split by tenant id) and write a part for `auditor merge`.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Audit every selected tenant and write the reports.
@@ -99,6 +108,7 @@ def audit(
         yes=yes,
         max_changes=max_changes,
         interactive=sys.stdin.isatty() and sys.stdout.isatty(),
+        shard=shard,
     )
     with command_context(verbose):
         outcome = run_audit(options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import audit, demo, report, simulator
+from . import audit, demo, doctor, history, merge, permissions, report, simulator
 
 app = typer.Typer(
     name="auditor",
@@ -16,6 +16,10 @@ app = typer.Typer(
 app.command(name="audit")(audit.audit)
 app.command(name="demo")(demo.demo)
 app.command(name="report")(report.report)
+app.command(name="merge")(merge.merge)
+app.command(name="history")(history.history)
+app.command(name="doctor")(doctor.doctor)
+app.command(name="permissions")(permissions.permissions)
 app.add_typer(simulator.app, name="simulator")
 
 

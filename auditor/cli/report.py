@@ -39,11 +39,20 @@ def report(
             show_default=False,
         ),
     ] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            "--history",
+            help="A history database (as `auditor audit` keeps it): adds the changes since the previous "
+            "run, gap ages, accrued cost and the trend to the reports.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Re-render the HTML and Excel reports from a saved audit.json; prints the files written."""
     with command_context(verbose):
-        options = RenderOptions(run_json, out, parse_human_formats(formats), templates)
+        options = RenderOptions(run_json, out, parse_human_formats(formats), templates, history)
         written = render_saved_run(options)
     for path in written:
         typer.echo(str(path))

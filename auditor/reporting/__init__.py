@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from auditor.constants import ExitCode
 from auditor.errors import AuditorError, ErrorCode
@@ -62,25 +62,26 @@ class ReportFormat:
 
     name: str
     filename: str
-    write: Callable[[RunResult, Path], Path]
+    write: Callable[[RunResult, Path, Any], Path]  # (run, path, insights)
 
 
-def _write_json(run: RunResult, path: Path) -> Path:
+def _write_json(run: RunResult, path: Path, insights: Any = None) -> Path:
+    # audit.json is the run's contract (DESIGN §3.3); history stays in the history database.
     from auditor.reporting.json_report import write_json
 
     return write_json(run, path)
 
 
-def _write_html(run: RunResult, path: Path) -> Path:
+def _write_html(run: RunResult, path: Path, insights: Any = None) -> Path:
     from auditor.reporting.html import render_html
 
-    return render_html(run, path)
+    return render_html(run, path, insights=insights)
 
 
-def _write_xlsx(run: RunResult, path: Path) -> Path:
+def _write_xlsx(run: RunResult, path: Path, insights: Any = None) -> Path:
     from auditor.reporting.excel import render_excel
 
-    return render_excel(run, path)
+    return render_excel(run, path, insights=insights)
 
 
 # In the order they are written: audit.json first, the record the others are rendered from.
@@ -140,9 +141,14 @@ def prepare_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def write_reports(run: RunResult, out_dir: Path, formats: Iterable[str] | None = None) -> list[Path]:
+def write_reports(
+    run: RunResult, out_dir: Path, formats: Iterable[str] | None = None, *, insights: Any = None
+) -> list[Path]:
     """Write ``run`` in each of ``formats`` (names as :func:`parse_formats` accepts; ``None``: all) into
     ``out_dir``, each atomically; returns the paths written, in :data:`FORMATS` order.
+
+    ``insights`` (from :mod:`auditor.history`: a ``RunInsights``, a ``HistoryUnavailable`` or None) adds
+    what changed since the previous run, gap ages, accrued cost and the trend to the HTML and Excel reports.
 
     Raises :class:`UnknownFormatError` before writing anything, and :class:`OutputDirectoryError` when the
     directory or a file cannot be written (the file it was writing keeps its previous content).
@@ -155,7 +161,7 @@ def write_reports(run: RunResult, out_dir: Path, formats: Iterable[str] | None =
             continue
         target = out_dir / report.filename
         try:
-            written.append(report.write(run, target))
+            written.append(report.write(run, target, insights))
         except OSError as exc:
             raise OutputDirectoryError(
                 f"cannot write {target} ({exc.strerror or exc})",

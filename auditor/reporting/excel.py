@@ -1,7 +1,10 @@
 """The Excel report (``audit.xlsx``), written with openpyxl: no Office, no PowerShell module.
 
 Sheets: Summary, Tenants, Findings, Shared mailboxes, Remediation, Errors, each drawn from the same
-rows as the HTML page (:mod:`auditor.reporting.rows`). Every sheet has a styled, frozen header row, an
+rows as the HTML page (:mod:`auditor.reporting.rows`). With history (``insights``), a Changes sheet
+(what changed since the previous run) follows the Summary and a Trend sheet (the last 30 runs) ends the
+workbook; the Tenants sheet gains the gap-age and accrued-cost columns and the Summary the history figures.
+When history is unavailable both sheets hold the reason instead. Every sheet has a styled, frozen header row, an
 Excel table (which brings the autofilter), fitted column widths, number / currency / date formats and
 status colours by conditional formatting.
 
@@ -28,16 +31,29 @@ from openpyxl.worksheet.table import Table as ExcelTable
 from openpyxl.worksheet.table import TableStyleInfo
 from openpyxl.worksheet.worksheet import Worksheet
 
+from auditor.history.insights import RunInsights
 from auditor.model import RunResult, Severity, Status
 from auditor.reporting import rows
 from auditor.reporting.atomic import atomic_path
 from auditor.reporting.rows import Column, ColumnKind, Table
 
-__all__ = ["SHEETS", "build_workbook", "excel_text", "money_format", "render_excel"]
+__all__ = [
+    "HISTORY_SHEETS",
+    "SHEETS",
+    "build_workbook",
+    "excel_text",
+    "money_format",
+    "render_excel",
+    "sheet_names",
+]
 
 # Sheet titles, in order; their tables' names (for structured references) follow.
 SHEETS: Final = ("Summary", "Tenants", "Findings", "Shared mailboxes", "Remediation", "Errors")
+# With history: "Changes" goes right after the Summary, "Trend" last.
+HISTORY_SHEETS: Final = ("Changes", "Trend")
 _TABLE_NAMES: Final = {
+    "Changes": "ChangeList",
+    "Trend": "TrendList",
     "Tenants": "TenantList",
     "Findings": "FindingList",
     "Shared mailboxes": "SharedMailboxList",
@@ -79,39 +95,59 @@ _SEVERITY_COLOURS: Final[Mapping[Severity, tuple[str, str]]] = {
 }
 
 _COUNT_FORMAT: Final = "#,##0"
+_DAYS_FORMAT: Final = "#,##0.0"
 _DATETIME_FORMAT: Final = "yyyy-mm-dd hh:mm:ss"
 _MIN_WIDTH: Final = 8
 _MAX_WIDTH: Final = 60
 _WIDE_WIDTH: Final = 80
 
 
-def render_excel(run: RunResult, out_path: Path) -> Path:
-    """Write the workbook for ``run`` atomically to ``out_path``; returns it."""
-    workbook = build_workbook(run)
+def render_excel(run: RunResult, out_path: Path, *, insights: rows.Insights = None) -> Path:
+    """Write the workbook for ``run`` atomically to ``out_path``; returns it.
+
+    ``insights`` (from :mod:`auditor.history`) adds the Changes and Trend sheets and the gap columns;
+    a ``HistoryUnavailable`` puts its reason where they would be; None leaves them out.
+    """
+    workbook = build_workbook(run, insights)
     with atomic_path(Path(out_path)) as tmp:
         workbook.save(tmp)
     return Path(out_path)
 
 
-def build_workbook(run: RunResult) -> Workbook:
-    """The workbook for ``run`` (not saved)."""
+def sheet_names(insights: rows.Insights = None) -> tuple[str, ...]:
+    """The workbook's sheet titles, in order, with or without history."""
+    if insights is None:
+        return SHEETS
+    changes, trend = HISTORY_SHEETS
+    return (SHEETS[0], changes, *SHEETS[1:], trend)
+
+
+def build_workbook(run: RunResult, insights: rows.Insights = None) -> Workbook:
+    """The workbook for ``run`` (not saved); ``insights`` as for :func:`render_excel`."""
     workbook = Workbook()
     workbook.properties.creator = f"uss-auditor {run.tool_version}"
     workbook.properties.title = f"USS AzureAD audit {rows.format_datetime(run.started_at)}"
     summary = workbook.active
     assert summary is not None
     summary.title = SHEETS[0]
-    _summary_sheet(summary, run)
-    tables: Sequence[Table] = (
-        rows.tenant_rows(run),
-        rows.finding_rows(run),
-        rows.shared_mailbox_rows(run),
-        rows.remediation_rows(run),
-        rows.error_rows(run),
-    )
-    for title, table in zip(SHEETS[1:], tables, strict=True):
+    _summary_sheet(summary, run, rows.history_figures(insights))
+    tables: dict[str, Table] = {
+        "Tenants": rows.tenant_rows(run, insights),
+        "Findings": rows.finding_rows(run),
+        "Shared mailboxes": rows.shared_mailbox_rows(run),
+        "Remediation": rows.remediation_rows(run),
+        "Errors": rows.error_rows(run),
+    }
+    if isinstance(insights, RunInsights):
+        tables["Changes"] = rows.change_rows(insights)
+        tables["Trend"] = rows.trend_rows(insights)
+    notice = rows.history_notice(insights)
+    for title in sheet_names(insights)[1:]:
         sheet = workbook.create_sheet(title)
-        _table_sheet(sheet, table, _TABLE_NAMES[title], run.currency)
+        if title in tables:
+            _table_sheet(sheet, tables[title], _TABLE_NAMES[title], run.currency)
+        elif notice is not None:
+            _notice_sheet(sheet, notice)
     return workbook
 
 
@@ -125,12 +161,12 @@ def excel_text(value: object) -> str:
 # --- sheets ---------------------------------------------------------------------------------------------
 
 
-def _summary_sheet(sheet: Worksheet, run: RunResult) -> None:
+def _summary_sheet(sheet: Worksheet, run: RunResult, history: Sequence[rows.Figure] = ()) -> None:
     title = sheet.cell(row=1, column=1)
     _put_text(title, "USS AzureAD audit: permissions and shared-mailbox billing")
     title.font = _TITLE_FONT
 
-    figures = rows.run_figures(run)
+    figures = (*rows.run_figures(run), *history)
     header_row = 3
     _header(sheet, header_row, ("Figure", "Value", "Note"))
     for offset, figure in enumerate(figures, start=1):
@@ -161,6 +197,14 @@ def _summary_sheet(sheet: Worksheet, run: RunResult) -> None:
     _page_setup(sheet, header_row, fit_width=True)
 
 
+def _notice_sheet(sheet: Worksheet, notice: str) -> None:
+    """A history sheet without history: the reason, so "no history" never reads as "no changes"."""
+    cell = sheet.cell(row=1, column=1)
+    _put_text(cell, notice)
+    cell.font = _UNKNOWN_FONT
+    sheet.column_dimensions["A"].width = _WIDE_WIDTH
+
+
 def _table_sheet(sheet: Worksheet, table: Table, table_name: str, currency: str) -> None:
     columns = table.columns
     _header(sheet, 1, [c.header for c in columns])
@@ -178,7 +222,7 @@ def _table_sheet(sheet: Worksheet, table: Table, table_name: str, currency: str)
         note.font = _UNKNOWN_FONT
 
     keys = [c.key for c in columns]
-    for key in ("status",):
+    for key in ("status", "previous_status"):
         if key in keys and records:
             letter = get_column_letter(keys.index(key) + 1)
             _status_colours(sheet, f"{letter}2:{letter}{last_row}")
@@ -187,7 +231,7 @@ def _table_sheet(sheet: Worksheet, table: Table, table_name: str, currency: str)
         _severity_colours(sheet, f"{letter}2:{letter}{last_row}")
 
     _fit_columns(sheet, columns, records)
-    sheet.freeze_panes = "B2" if table_name == "TenantList" else "A2"
+    sheet.freeze_panes = "B2" if table_name in ("TenantList", "ChangeList") else "A2"
     _page_setup(sheet, 1)
 
 
@@ -230,6 +274,12 @@ def _put_value(cell: Cell, column: Column, value: Any, currency: str) -> None:
             return
         cell.value = value
         cell.number_format = _COUNT_FORMAT if kind is ColumnKind.COUNT else money_format(currency)
+    elif kind is ColumnKind.DAYS:
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            _put_text(cell, "" if value is None else value)
+        else:
+            cell.value = value
+            cell.number_format = _DAYS_FORMAT
     elif kind is ColumnKind.DATETIME:
         if value is None:
             _put_text(cell, "")
@@ -316,6 +366,8 @@ def _display_text(column: Column, value: Any) -> str:
         return f"£{value:,.2f}"
     if column.kind is ColumnKind.COUNT and isinstance(value, int):
         return f"{value:,}"
+    if column.kind is ColumnKind.DAYS and isinstance(value, int | float):
+        return f"{value:,.1f}"
     if column.kind is ColumnKind.DATETIME:
         return "2025-01-01 00:00:00"
     if column.kind is ColumnKind.FLAG:

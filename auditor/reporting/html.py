@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, Final
 import jinja2
 from markupsafe import Markup
 
+from auditor.history.insights import Change, RunInsights
 from auditor.model import RunResult, Severity, Status, TenantResult
 from auditor.reporting import rows
 from auditor.reporting.atomic import atomic_write_text
@@ -44,20 +45,31 @@ _BAR_HEIGHT: Final = 22
 _BAR_GAP: Final = 8
 _LABEL_CHARS: Final = 24
 _STATUS_LABEL_WIDTH: Final = 120
+# Trend charts: a plot area inside margins for the axis labels.
+_TREND_HEIGHT: Final = 200
+_TREND_LEFT: Final = 110
+_TREND_RIGHT: Final = 30
+_TREND_TOP: Final = 16
+_TREND_BOTTOM: Final = 36
 
 _SEVERITY_LABELS: Final = {s: s.value.capitalize() for s in Severity}
 
 
-def render_html(run: RunResult, out_path: Path, *, templates: Path | None = None) -> Path:
+def render_html(
+    run: RunResult, out_path: Path, *, templates: Path | None = None, insights: rows.Insights = None
+) -> Path:
     """Render ``run`` as a self-contained HTML page written atomically to ``out_path``; returns it.
 
     ``templates`` is a directory whose files override the built-in templates (branding).
+    ``insights`` (from :mod:`auditor.history`) adds the "Changes since the previous run" and "Trend"
+    sections and the gap ages and accrued costs; a ``HistoryUnavailable`` shows its reason there instead;
+    None leaves them out (the page is then exactly as without history).
     Raises :class:`~auditor.reporting.templates.TemplateDirectoryError` for an unusable template set.
     """
-    return atomic_write_text(Path(out_path), render_html_text(run, templates=templates))
+    return atomic_write_text(Path(out_path), render_html_text(run, templates=templates, insights=insights))
 
 
-def render_html_text(run: RunResult, *, templates: Path | None = None) -> str:
+def render_html_text(run: RunResult, *, templates: Path | None = None, insights: rows.Insights = None) -> str:
     """The HTML page for ``run`` as a string (what :func:`render_html` writes)."""
     env = template_environment(templates)
     style = _inline_asset(env, _STYLE_FILE, "</style")
@@ -66,13 +78,16 @@ def render_html_text(run: RunResult, *, templates: Path | None = None) -> str:
         money=_money_filter,
         count=rows.format_count,
         utc=rows.format_datetime,
+        days=rows.format_days,
         status_label=_status_label,
         severity_label=_severity_label,
     )
     # Static files from the template directory (not data), checked above to hold no closing tag.
     inline = {"style": Markup(style), "script": Markup(script)}  # noqa: S704
     try:
-        return env.get_template(MAIN_TEMPLATE).render(**_context(run), **inline, csp=_csp(style, script))
+        return env.get_template(MAIN_TEMPLATE).render(
+            **_context(run, insights), **inline, csp=_csp(style, script)
+        )
     except jinja2.TemplateError as exc:
         where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
         raise TemplateDirectoryError(
@@ -107,9 +122,9 @@ class _Chart:
     bar_height: int = _BAR_HEIGHT
 
 
-def _context(run: RunResult) -> dict[str, Any]:
+def _context(run: RunResult, insights: rows.Insights = None) -> dict[str, Any]:
     summary = run.summary()
-    tenants = rows.tenant_rows(run)
+    tenants = rows.tenant_rows(run, insights)
     findings = rows.finding_rows(run)
     mailboxes = rows.shared_mailbox_rows(run)
     remediation = rows.remediation_rows(run)
@@ -124,8 +139,10 @@ def _context(run: RunResult) -> dict[str, Any]:
 
     ordered = rows.ordered_tenants(run)
     tenant_records = tenants.records()
+    history = _history(insights, {r["tenant_id"]: r["anchor"] for r in tenant_records})
+    closed = history["closed_gaps"] if history is not None else {}
     details = [
-        _tenant_detail(tenant, record, by_anchor[record["anchor"]])
+        _tenant_detail(tenant, record, by_anchor[record["anchor"]], closed.get(tenant.tenant_id))
         for tenant, record in zip(ordered, tenant_records, strict=True)
     ]
     overview = [c for c in tenants.columns if c.overview]
@@ -153,14 +170,19 @@ def _context(run: RunResult) -> dict[str, Any]:
         "status_chart": _status_chart(statuses.records()),
         "kinds": ColumnKind,
         "status_info": rows.STATUS_INFO,
+        "history": history,
     }
 
 
 def _tenant_detail(
-    tenant: TenantResult, record: dict[str, Any], related: dict[str, list[dict[str, Any]]]
+    tenant: TenantResult,
+    record: dict[str, Any],
+    related: dict[str, list[dict[str, Any]]],
+    closed_gap: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     sp = tenant.service_principal
     return {
+        "closed_gap": closed_gap,
         "tenant": tenant,
         "row": record,
         "anchor": record["anchor"],
@@ -186,12 +208,124 @@ def _with_sort_values(record: dict[str, Any], columns: Sequence[rows.Column]) ->
             sort: object = status_rank[value]
         elif column.key == "highest_severity":
             sort = record["severity_rank"]
-        elif column.kind in (ColumnKind.COUNT, ColumnKind.MONEY):
+        elif column.kind in (ColumnKind.COUNT, ColumnKind.MONEY, ColumnKind.DAYS):
             sort = "" if value is None else value
         else:
             sort = str(value).casefold()
         out[f"sort:{column.key}"] = sort
     return out
+
+
+def _history(insights: rows.Insights, anchors: dict[str, str]) -> dict[str, Any] | None:
+    """What the history sections show: None without history; the notice when it is unavailable."""
+    if insights is None:
+        return None
+    notice = rows.history_notice(insights)
+    if not isinstance(insights, RunInsights):
+        return {"notice": notice, "closed_gaps": {}}
+    changes = rows.change_rows(insights)
+    change_records = [dict(r, anchor=anchors.get(r["tenant_id"], "")) for r in changes.records()]
+    trend = rows.trend_rows(insights)
+    trend_records = trend.records()
+    unknown = [
+        {"name": t.name, "anchor": anchors.get(t.tenant_id, ""), "previous_status": t.previous_status}
+        for t in insights.unknown
+    ]
+    return {
+        "notice": None,
+        "insights": insights,
+        "figures": {f.key: f for f in rows.history_figures(insights)},
+        "changes": changes,
+        "change_records": change_records,
+        "closed_gaps": {r["tenant_id"]: r for r in change_records if r["change_kind"] == Change.FIXED.value},
+        "unknown": unknown,
+        "trend": trend,
+        "trend_records": trend_records,
+        "trend_charts": (
+            _trend_chart(
+                "trend-cost",
+                f"Estimated monthly cost, last {len(trend_records)} run(s)",
+                trend_records,
+                "estimated_monthly_cost",
+                lambda v, r: rows.format_money(v, str(r["currency"])),
+                "trend-cost",
+            ),
+            _trend_chart(
+                "trend-gaps",
+                f"Tenants with a gap, last {len(trend_records)} run(s)",
+                trend_records,
+                "gaps",
+                lambda v, r: f"{int(v):,} tenant(s)",
+                "trend-gaps",
+            ),
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class _Point:
+    x: float
+    y: float
+    title: str
+    current: bool
+
+
+@dataclass(frozen=True)
+class _TrendChart:
+    id: str
+    title: str
+    description: str
+    points: tuple[_Point, ...]
+    polyline: str
+    y_ticks: tuple[tuple[float, str], ...]  # (y, label)
+    x_ticks: tuple[tuple[float, str], ...]  # (x, label)
+    css_class: str
+    width: int = _CHART_WIDTH
+    height: int = _TREND_HEIGHT
+    left: int = _TREND_LEFT
+    top: int = _TREND_TOP
+    bottom: int = _TREND_HEIGHT - _TREND_BOTTOM
+
+
+def _trend_chart(
+    chart_id: str,
+    title: str,
+    records: Sequence[dict[str, Any]],
+    key: str,
+    text: Callable[[float, dict[str, Any]], str],
+    css_class: str,
+) -> _TrendChart:
+    """A line chart of ``records[key]`` per run, oldest on the left; every point has a tooltip title."""
+    values = [float(r[key] or 0) for r in records]
+    top_value = max(values, default=0.0) or 1.0
+    plot_width = _CHART_WIDTH - _TREND_LEFT - _TREND_RIGHT
+    plot_height = _TREND_HEIGHT - _TREND_TOP - _TREND_BOTTOM
+    base = _TREND_HEIGHT - _TREND_BOTTOM
+    step = plot_width / (len(values) - 1) if len(values) > 1 else 0.0
+    points = []
+    for i, (value, record) in enumerate(zip(values, records, strict=True)):
+        x = _TREND_LEFT + (i * step if len(values) > 1 else plot_width / 2)
+        y = base - plot_height * value / top_value
+        label = f"{rows.format_datetime(record['started_at'])}: {text(value, record)}"
+        points.append(_Point(round(x, 1), round(y, 1), label, bool(record["this_run"])))
+    ticks_x: list[tuple[float, str]] = []
+    if points:
+        ticks_x.append((points[0].x, rows.format_datetime(records[0]["started_at"])[:10]))
+        if len(points) > 1:
+            ticks_x.append((points[-1].x, rows.format_datetime(records[-1]["started_at"])[:10]))
+    zero_label = text(0.0, records[-1]) if records else ""
+    top_label = text(top_value, records[-1]) if records else ""
+    description = "; ".join(p.title for p in points) or "No runs yet."
+    return _TrendChart(
+        id=chart_id,
+        title=title,
+        description=description,
+        points=tuple(points),
+        polyline=" ".join(f"{p.x},{p.y}" for p in points),
+        y_ticks=((float(_TREND_TOP), top_label), (float(base), zero_label)),
+        x_ticks=tuple(ticks_x),
+        css_class=css_class,
+    )
 
 
 def _duration(started: datetime, finished: datetime) -> str:

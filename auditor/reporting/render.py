@@ -1,7 +1,8 @@
 """Re-render the human reports (HTML page, Excel workbook) of a saved run: ``auditor report``.
 
 Reading the run, checking ``--out`` and the error types are those of :mod:`auditor.reporting`; this
-module adds the one thing ``auditor report`` has that ``auditor audit`` has not: ``--templates DIR``.
+module adds what ``auditor report`` has that ``auditor audit`` has not: ``--templates DIR``, and
+``--history PATH`` (the run's insights are read back from that history database and rendered).
 """
 
 from __future__ import annotations
@@ -11,13 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from auditor.history import HistoryStore, RunInsights
 from auditor.model import RunResult
 from auditor.reporting import OutputDirectoryError, UnknownFormatError, prepare_out_dir
 from auditor.reporting.excel import render_excel
 from auditor.reporting.html import render_html
 from auditor.reporting.json_report import read_run
+from auditor.reporting.rows import Insights
 
-__all__ = ["HUMAN_FORMATS", "RenderOptions", "parse_human_formats", "render_reports", "render_saved_run"]
+__all__ = [
+    "HUMAN_FORMATS",
+    "RenderOptions",
+    "load_insights",
+    "parse_human_formats",
+    "render_reports",
+    "render_saved_run",
+]
 
 # What `auditor report` writes (the JSON is its input), in this order, and the file names (DESIGN §3.1).
 HUMAN_FORMATS: Final = ("html", "xlsx")
@@ -32,6 +42,7 @@ class RenderOptions:
     out_dir: Path
     formats: tuple[str, ...] = HUMAN_FORMATS
     templates: Path | None = None
+    history: Path | None = None  # a history database to read the run's insights from
 
 
 def parse_human_formats(values: Iterable[str] | None) -> tuple[str, ...]:
@@ -51,10 +62,15 @@ def parse_human_formats(values: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def render_reports(
-    run: RunResult, out_dir: Path, formats: Iterable[str] = HUMAN_FORMATS, *, templates: Path | None = None
+    run: RunResult,
+    out_dir: Path,
+    formats: Iterable[str] = HUMAN_FORMATS,
+    *,
+    templates: Path | None = None,
+    insights: Insights = None,
 ) -> list[Path]:
-    """Write ``audit.html`` / ``audit.xlsx`` for ``run`` into ``out_dir``, each atomically; returns the
-    paths. Raises :class:`OutputDirectoryError` when ``out_dir`` or a file cannot be written (a file it
+    """Write ``audit.html`` / ``audit.xlsx`` for ``run`` (with history ``insights``, if given) into
+    ``out_dir``, each atomically; returns the paths. Raises :class:`OutputDirectoryError` when ``out_dir`` or a file cannot be written (a file it
     was writing keeps its previous content) and :class:`TemplateDirectoryError` for unusable templates."""
     out_dir = prepare_out_dir(out_dir)
     written: list[Path] = []
@@ -62,9 +78,9 @@ def render_reports(
         target = out_dir / _FILENAMES[name]
         try:
             if name == "html":
-                written.append(render_html(run, target, templates=templates))
+                written.append(render_html(run, target, templates=templates, insights=insights))
             else:
-                written.append(render_excel(run, target))
+                written.append(render_excel(run, target, insights=insights))
         except OSError as exc:
             raise OutputDirectoryError(
                 f"cannot write {target} ({exc.strerror or exc})",
@@ -73,7 +89,21 @@ def render_reports(
     return written
 
 
+def load_insights(history: Path, run_id: str) -> RunInsights:
+    """The insights of run ``run_id`` from the history database at ``history`` (never created here).
+
+    Raises :class:`~auditor.history.HistoryError` (exit code 2) when the database cannot be read or does
+    not hold that run.
+    """
+    with HistoryStore.open(history, create=False) as store:
+        return store.insights(run_id)
+
+
 def render_saved_run(options: RenderOptions) -> list[Path]:
-    """``auditor report``: read the saved audit.json and render the requested formats from it."""
+    """``auditor report``: read the saved audit.json and render the requested formats from it (with the
+    run's history when ``options.history`` names a history database)."""
     run = read_run(options.run_json)
-    return render_reports(run, options.out_dir, options.formats, templates=options.templates)
+    insights = load_insights(options.history, run.run_id) if options.history is not None else None
+    return render_reports(
+        run, options.out_dir, options.formats, templates=options.templates, insights=insights
+    )

@@ -13,6 +13,7 @@ by monthly cost.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 from urllib.parse import quote
 
 import pandas as pd
@@ -32,6 +33,13 @@ from auditor.constants import (
     SECURITY_READER_ROLE_NAME,
 )
 from auditor.evaluate import admin_consent_url
+from auditor.history.insights import (
+    Change,
+    GapAge,
+    HistoryUnavailable,
+    RunInsights,
+    TenantInsight,
+)
 from auditor.model import (
     ROLE_GAP_CODES,
     Finding,
@@ -46,16 +54,22 @@ from auditor.model import (
 )
 
 __all__ = [
+    "CHANGE_COLUMNS",
+    "CHANGE_LABELS",
+    "GAP_COLUMNS",
     "STATUS_INFO",
     "STATUS_ORDER",
+    "TREND_COLUMNS",
     "Check",
     "CheckOutcome",
     "Column",
     "ColumnKind",
     "CostBar",
     "Figure",
+    "Insights",
     "StatusInfo",
     "Table",
+    "change_rows",
     "consent_link",
     "cost_by_tenant",
     "currency_symbol",
@@ -63,7 +77,11 @@ __all__ = [
     "finding_rows",
     "format_count",
     "format_datetime",
+    "format_days",
     "format_money",
+    "gap_rows",
+    "history_figures",
+    "history_notice",
     "identification_text",
     "next_step",
     "ordered_tenants",
@@ -75,6 +93,7 @@ __all__ = [
     "tenant_anchor",
     "tenant_checks",
     "tenant_rows",
+    "trend_rows",
 ]
 
 UNKNOWN: Final = "unknown"
@@ -91,6 +110,7 @@ class ColumnKind(StrEnum):
     MONEY = "money"  # an amount in the row's (or run's) currency; None is unknown
     DATETIME = "datetime"  # timezone-aware, shown in UTC
     FLAG = "flag"  # a boolean, shown as Yes / No
+    DAYS = "days"  # a duration in days (fractional, shown with one decimal); None is not applicable
     LINK = "link"  # a URL (text), clickable where the format allows
 
 
@@ -250,6 +270,11 @@ def format_datetime(value: datetime | None) -> str:
     return f"{_utc(value):%Y-%m-%d %H:%M} UTC"
 
 
+def format_days(value: float | None) -> str:
+    """``3.5 days`` (one decimal), or empty for None."""
+    return "" if value is None else f"{value:,.1f} day{'' if round(value, 1) == 1 else 's'}"
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -348,11 +373,15 @@ TENANT_COLUMNS: Final = (
 )
 
 
-def tenant_rows(run: RunResult) -> Table:
+def tenant_rows(run: RunResult, insights: Insights = None) -> Table:
     """One row per tenant (the HTML overview table and the workbook's Tenants sheet).
 
     Helper columns besides :data:`TENANT_COLUMNS`: ``anchor`` (detail section id), ``status_label``,
     ``tag_list`` (tuple), ``search_text`` (lower-cased text the HTML free-text filter matches).
+
+    With :class:`RunInsights`, the :data:`GAP_COLUMNS` of :func:`gap_rows` are merged in (change since
+    the previous run, gap first seen, days open, runs, accrued cost); without (None, or history
+    unavailable) the table is exactly as before.
     """
     tenants = ordered_tenants(run)
     anchors = _anchors(tenants)
@@ -399,7 +428,18 @@ def tenant_rows(run: RunResult) -> Table:
             )
         ).casefold()
         rows.append(row)
-    return _table("Tenants", TENANT_COLUMNS, rows, "No tenants were audited in this run.")
+    table = _table("Tenants", TENANT_COLUMNS, rows, "No tenants were audited in this run.")
+    if not isinstance(insights, RunInsights):
+        return table
+    gaps = gap_rows(insights).frame[["tenant_id", *(c.key for c in GAP_COLUMNS)]]
+    frame = table.frame.merge(gaps, on="tenant_id", how="left", sort=False, validate="many_to_one")
+    frame.index = table.frame.index
+    for column in GAP_COLUMNS:
+        frame[column.key] = pd.Series([_plain(v) for v in frame[column.key]], index=frame.index, dtype=object)
+    # The history columns follow the verdict and cost, before the evidence columns.
+    at = next(i for i, c in enumerate(TENANT_COLUMNS) if c.key == "shared_mailboxes")
+    columns = (*TENANT_COLUMNS[:at], *GAP_COLUMNS, *TENANT_COLUMNS[at:])
+    return Table(table.name, columns, frame, table.empty_note)
 
 
 # --- findings, mailboxes, remediation, errors ----------------------------------------------------------------
@@ -832,6 +872,267 @@ def consent_link(tenant: TenantResult) -> str | None:
             if matches:
                 return str(matches[-1])
     return admin_consent_url(CLOUDS[DEFAULT_CLOUD].authority, tenant.tenant_id, sp.record.app_id)
+
+
+# --- history: changes since the previous run, gap ages, accrued cost, trend ---------------------------------
+
+# What a report is given about history (auditor.history): the insights, why there are none, or nothing at
+# all (history not asked for: the reports look as they did before history existed).
+Insights: TypeAlias = RunInsights | HistoryUnavailable | None
+
+CHANGE_LABELS: Final[Mapping[Change, str]] = MappingProxyType(
+    {
+        Change.NEW_GAP: "New gap",
+        Change.FIXED: "Gap fixed",
+        Change.CHANGED: "Status changed",
+        Change.FIRST_SEEN: "New tenant",
+        Change.UNCHANGED: "Unchanged",
+        Change.UNKNOWN: "Unknown: not audited this run",
+    }
+)
+_NEW_MAILBOXES_LABEL: Final = "New shared mailboxes"
+# The order of the changes list: what costs money first.
+_CHANGE_ORDER: Final = (Change.NEW_GAP, Change.CHANGED, Change.FIXED, Change.FIRST_SEEN, Change.UNCHANGED)
+
+GAP_COLUMNS: Final = (
+    Column("change", "Change since the previous run"),
+    Column("gap_first_seen", "Gap first seen (UTC)", ColumnKind.DATETIME),
+    Column("gap_days", "Gap open (days)", ColumnKind.DAYS, overview=True),
+    Column("gap_runs", "Runs with the gap", ColumnKind.COUNT),
+    Column("gap_accrued_cost", "Accrued since the gap opened", ColumnKind.MONEY, overview=True),
+    Column("gap_cost_minimum", "Accrued cost is a minimum", ColumnKind.FLAG),
+)
+
+
+def history_notice(insights: Insights) -> str | None:
+    """``history unavailable: <reason>`` when history could not say anything about this run, else None."""
+    if isinstance(insights, HistoryUnavailable):
+        return f"history unavailable: {insights.reason}"
+    return None
+
+
+def _change_label(insight: TenantInsight) -> str:
+    if insight.change is Change.UNCHANGED and insight.new_shared_mailboxes:
+        return _NEW_MAILBOXES_LABEL
+    return CHANGE_LABELS[insight.change]
+
+
+def _gap_values(insight: TenantInsight, gap: GapAge | None) -> dict[str, Any]:
+    """Gap age and accrued cost; a tenant with no gap accrued nothing (0), an unaudited one is unknown."""
+    known = insight.change is not Change.UNKNOWN
+    if gap is None:
+        return {
+            "gap_first_seen": None,
+            "gap_days": None,
+            "gap_runs": 0 if known else None,
+            "gap_accrued_cost": 0.0 if known else None,
+            "gap_cost_minimum": False,
+        }
+    return {
+        "gap_first_seen": gap.first_seen,
+        "gap_days": round(gap.days_open, 2),
+        "gap_runs": gap.runs,
+        "gap_accrued_cost": gap.accrued_cost,
+        "gap_cost_minimum": not gap.cost_complete,
+    }
+
+
+def gap_rows(insights: RunInsights) -> Table:
+    """One row per tenant of the run: its change since the previous run and its open gap's age and accrued
+    cost (:data:`GAP_COLUMNS`); :func:`tenant_rows` merges these into the tenants table."""
+    rows = [
+        {
+            "tenant": t.name,
+            "tenant_id": t.tenant_id,
+            "change": _change_label(t),
+            **_gap_values(t, t.open_gap),
+        }
+        for t in insights.tenants
+    ]
+    frame = pd.DataFrame(rows, columns=["tenant", "tenant_id", *(c.key for c in GAP_COLUMNS)], dtype=object)
+    frame = frame.drop_duplicates("tenant_id", keep="first")
+    columns = (Column("tenant", "Tenant"), Column("tenant_id", "Tenant ID"), *GAP_COLUMNS)
+    return Table("Gap ages", columns, frame.reset_index(drop=True))
+
+
+CHANGE_COLUMNS: Final = (
+    Column("tenant", "Tenant"),
+    Column("tenant_id", "Tenant ID"),
+    Column("change", "Change"),
+    Column("previous_status", "Previous status"),
+    Column("status", "Status"),
+    Column("previous_seen_at", "Previous status seen (UTC)", ColumnKind.DATETIME),
+    Column("new_shared_mailboxes", "New shared mailboxes", ColumnKind.COUNT),
+    Column("new_shared_mailbox_names", "New shared mailbox names", wide=True),
+    Column("gap_first_seen", "Gap first seen (UTC)", ColumnKind.DATETIME),
+    Column("gap_days", "Gap open (days)", ColumnKind.DAYS),
+    Column("gap_accrued_cost", "Accrued while open", ColumnKind.MONEY),
+    Column("gap_cost_minimum", "Accrued cost is a minimum", ColumnKind.FLAG),
+)
+
+
+def _is_listed_change(insight: TenantInsight, compared: bool) -> bool:
+    if not compared:
+        return False  # the first run: every gap is "new" to history, which says nothing
+    if insight.change in (Change.NEW_GAP, Change.FIXED, Change.CHANGED):
+        return True
+    if insight.change is Change.FIRST_SEEN:
+        return True  # a tenant added to the config since the previous run
+    return bool(insight.new_shared_mailboxes)
+
+
+def change_rows(insights: RunInsights) -> Table:
+    """What changed since the previous run, one row per changed tenant: new gaps, status changes, fixed
+    gaps (with how long they were open and what they cost), tenants new to history, and tenants with new
+    shared mailboxes. Unchanged tenants are not listed, nor tenants this run could not audit (``error`` is
+    unknown, never a fix: see :func:`history_figures`). On the first run nothing is compared and nothing
+    is listed.
+
+    Helper columns: ``change_kind`` (the :class:`Change` value), ``mailbox_names`` (tuple).
+    """
+    compared = insights.previous_run_id is not None
+    order = {change: i for i, change in enumerate(_CHANGE_ORDER)}
+    listed = [t for t in insights.tenants if _is_listed_change(t, compared)]
+    listed.sort(key=lambda t: (order.get(t.change, len(order)), t.name.casefold(), t.tenant_id))
+    rows: list[dict[str, Any]] = []
+    for t in listed:
+        gap = t.closed_gap if t.change is Change.FIXED or t.open_gap is None else t.open_gap
+        names = tuple(m.display_name for m in t.new_shared_mailboxes)
+        rows.append(
+            {
+                "tenant": t.name,
+                "tenant_id": t.tenant_id,
+                "change": _change_label(t),
+                "previous_status": t.previous_status.value if t.previous_status is not None else "",
+                "status": t.status.value,
+                "previous_seen_at": t.previous_seen_at,
+                "new_shared_mailboxes": len(names),
+                "new_shared_mailbox_names": "; ".join(names),
+                **_gap_values(t, gap),
+                "change_kind": t.change.value,
+                "mailbox_names": names,
+            }
+        )
+    note = (
+        "Nothing changed since the previous run."
+        if compared
+        else "First run: nothing to compare (history starts with this run)."
+    )
+    return _table("Changes", CHANGE_COLUMNS, rows, note)
+
+
+def _trend_columns() -> tuple[Column, ...]:
+    """The Trend table's columns: the run, its tenants by status, gaps, billed mailboxes and cost."""
+    return (
+        Column("started_at", "Run started (UTC)", ColumnKind.DATETIME),
+        Column("run_id", "Run ID"),
+        Column("mode", "Mode"),
+        Column("tenants", "Tenants", ColumnKind.COUNT),
+        *(Column(f"status_{s.value}", STATUS_INFO[s].label, ColumnKind.COUNT) for s in STATUS_ORDER),
+        Column("gaps", "Tenants with a gap", ColumnKind.COUNT),
+        Column("billed_shared_mailboxes", "Shared mailboxes billed", ColumnKind.COUNT),
+        Column("estimated_monthly_cost", "Estimated monthly cost", ColumnKind.MONEY),
+        Column("tenants_with_unknown_cost", "Tenants with unknown cost", ColumnKind.COUNT),
+    )
+
+
+TREND_COLUMNS: Final = _trend_columns()
+
+
+def trend_rows(insights: RunInsights) -> Table:
+    """One row per run of the trend (up to the last 30 complete runs), oldest first, ending with this run.
+
+    Helper columns: ``currency``, ``this_run`` (True for the run the report is about).
+    """
+    rows = [
+        {
+            "started_at": p.started_at,
+            "run_id": p.run_id,
+            "mode": p.mode.value,
+            "tenants": p.tenants,
+            **{f"status_{s.value}": int(p.by_status.get(s, 0)) for s in STATUS_ORDER},
+            "gaps": p.gaps,
+            "billed_shared_mailboxes": p.billed_shared_mailboxes,
+            "estimated_monthly_cost": p.estimated_monthly_cost,
+            "tenants_with_unknown_cost": p.tenants_with_unknown_cost,
+            "currency": p.currency,
+            "this_run": p.run_id == insights.run_id,
+        }
+        for p in insights.trend
+    ]
+    return _table("Trend", TREND_COLUMNS, rows, "No complete run in the history yet.")
+
+
+def history_figures(insights: Insights) -> tuple[Figure, ...]:
+    """The history's headline figures (keys ``history.*``): the previous run, how many tenants changed
+    which way, the accrued cost of the open gaps and the trend's length. One figure with the reason when
+    history is unavailable; none without history."""
+    if insights is None:
+        return ()
+    if isinstance(insights, HistoryUnavailable):
+        return (Figure("history.unavailable", "History", history_notice(insights)),)
+    open_gaps = insights.open_gaps
+    partial = sum(
+        1
+        for t in open_gaps
+        if t.open_gap is not None
+        and (
+            t.open_gap.accrued_cost is None
+            or not t.open_gap.cost_complete
+            or t.open_gap.currency != insights.currency
+        )
+    )
+    accrued_note = (
+        f"at least: {partial} open gap(s) have an unknown or partly unknown cost" if partial else ""
+    )
+    new_mailboxes = sum(len(t.new_shared_mailboxes) for t in insights.tenants)
+    previous = Figure(
+        "history.previous_run_at",
+        "Previous run (UTC)",
+        insights.previous_run_at,
+        ColumnKind.DATETIME,
+        "first run: nothing to compare" if insights.previous_run_at is None else "",
+    )
+    totals = (
+        Figure("history.open_gaps", "Open gaps", len(open_gaps), ColumnKind.COUNT),
+        Figure(
+            "history.accrued_cost_total",
+            "Accrued since the gaps opened",
+            insights.accrued_cost_total,
+            ColumnKind.MONEY,
+            accrued_note,
+        ),
+        Figure("history.trend_runs", "Runs in the trend", len(insights.trend), ColumnKind.COUNT),
+    )
+    if insights.previous_run_id is None:
+        return (previous, *totals)  # no change counts: there is nothing to compare with
+    return (
+        previous,
+        Figure("history.new_gaps", "New gaps", len(insights.new_gaps), ColumnKind.COUNT),
+        Figure("history.fixed_gaps", "Gaps fixed", len(insights.fixed_gaps), ColumnKind.COUNT),
+        Figure(
+            "history.status_changes", "Other status changes", len(insights.status_changes), ColumnKind.COUNT
+        ),
+        Figure("history.new_shared_mailboxes", "New shared mailboxes", new_mailboxes, ColumnKind.COUNT),
+        Figure(
+            "history.unknown",
+            "Tenants not audited this run",
+            len(insights.unknown),
+            ColumnKind.COUNT,
+            "errors: whether they changed is unknown" if insights.unknown else "",
+        ),
+        *totals,
+    )
+
+
+def _plain(value: object) -> object:
+    """A merged cell back in the rows' conventions: pandas fills missing cells with NaN / NaT (here:
+    None) and may turn datetimes into Timestamps (here: datetime)."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value
 
 
 # --- helpers -------------------------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ import typer
 from typer.testing import CliRunner
 
 from auditor.cli.report import report
+from auditor.reporting.json_report import write_json
 from auditor.reporting.render import parse_human_formats
 from auditor.reporting.templates import MAIN_TEMPLATE
+from tests.reporting.history_sample import history_runs, record_history
 from tests.reporting.sample import SAVED_RUN
 
 # The command on its own, as `auditor report` registers it.
@@ -127,3 +129,30 @@ def test_report_renders_a_run_written_by_json_report(tmp_path: Path) -> None:
     code, output = _run(saved, "--out", tmp_path)
     assert code == 0, output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.html", "audit.json", "audit.xlsx"]
+
+
+def test_history_adds_the_changes_and_the_trend(tmp_path: Path) -> None:
+    record_history(tmp_path / "history.sqlite")
+    run_json = write_json(history_runs()[-1], tmp_path / "audit.json")
+    code, output = _run(run_json, "--out", tmp_path / "out", "--history", tmp_path / "history.sqlite")
+    assert code == 0, output
+    html = (tmp_path / "out" / "audit.html").read_text(encoding="utf-8")
+    assert "Changes since the previous run" in html and "Trend over the last 3 runs" in html
+    book = openpyxl.load_workbook(tmp_path / "out" / "audit.xlsx")
+    assert book.sheetnames[1] == "Changes" and book.sheetnames[-1] == "Trend"
+    # Without --history: the reports as before.
+    code, output = _run(run_json, "--out", tmp_path / "plain")
+    assert code == 0, output
+    assert 'id="changes"' not in (tmp_path / "plain" / "audit.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", ["missing-database", "run-not-recorded"])
+def test_unusable_history_exits_2(tmp_path: Path, case: str) -> None:
+    history = tmp_path / "history.sqlite"
+    if case == "run-not-recorded":
+        record_history(history, history_runs()[:1])
+    code, output = _run(SAVED_RUN, "--out", tmp_path / "out", "--history", history)
+    assert code == 2, output
+    assert ("no history database" if case == "missing-database" else "is not in the history") in output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not history.exists() or case == "run-not-recorded"

@@ -1,0 +1,171 @@
+"""One run's use of the history: take it before auditing, record the run at the end, hand back insights.
+
+The glue in :func:`auditor.app.audit` is::
+
+    with open_history(config) as history:           # [history] checked, lock taken: exit 2 if not
+        journal = JournalCursor(out_dir / "remediation.jsonl")
+        run = ...                                   # audit (and remediate)
+        insights = history.record(run, journal.new_lines())
+    write_reports(run, out_dir, formats, insights=insights)
+
+``open_history`` raises before anything is audited (:class:`~auditor.errors.ConfigError` for a bad
+``[history]`` table, :class:`~auditor.history.lock.HistoryError` when another run holds the history or
+the database cannot be used): both exit 2. ``record`` never raises for a database failure: the audit has
+happened and its reports matter more than its history, so it logs the failure and returns
+:class:`~auditor.history.insights.HistoryUnavailable` with the reason, which the reports show.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from auditor.config import AuditConfig
+from auditor.history.insights import HistoryUnavailable, RunInsights
+from auditor.history.lock import HistoryError, RunLock
+from auditor.history.settings import HistorySettings, history_settings
+from auditor.history.store import HistoryStore, JournalLine
+from auditor.model import RunResult
+
+__all__ = ["JournalCursor", "RunRecorder", "open_history"]
+
+log = logging.getLogger(__name__)
+
+
+class RunRecorder:
+    """The history as one run holds it: locked from :func:`open_history` until :meth:`close`."""
+
+    def __init__(
+        self,
+        settings: HistorySettings,
+        *,
+        store: HistoryStore | None = None,
+        lock: RunLock | None = None,
+        placeholder: int | None = None,
+        unavailable: str = "",
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._lock = lock
+        self._placeholder = placeholder
+        self._unavailable = unavailable
+        self._recorded = False
+
+    @property
+    def enabled(self) -> bool:
+        """False when ``[history] enabled = false``."""
+        return self._store is not None
+
+    def record(
+        self, run: RunResult, journal_lines: Iterable[JournalLine] = ()
+    ) -> RunInsights | HistoryUnavailable:
+        """Record ``run`` (and the remediation journal lines it wrote) and return its insights.
+
+        Database failures are logged and returned as :class:`HistoryUnavailable`; nothing of the run is
+        stored then, and earlier runs are untouched.
+        """
+        if self._recorded:
+            raise RuntimeError("this RunRecorder has already recorded its run")
+        self._recorded = True
+        if self._store is None:
+            return HistoryUnavailable(self._unavailable)
+        try:
+            self._store.record(run, journal_lines, placeholder=self._placeholder)
+            return self._store.insights(run.run_id)
+        except (sqlite3.Error, OSError, HistoryError) as exc:
+            reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            log.error("The run could not be recorded in the history %s: %s", self.settings.path, reason)
+            log.debug("history failure", exc_info=True)
+            return HistoryUnavailable(f"this run could not be recorded in the history ({reason})")
+
+    def close(self) -> None:
+        """Close the database and release the lock (idempotent)."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> RunRecorder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_history(
+    config: AuditConfig, *, started_at: datetime | None = None, disabled_reason: str | None = None
+) -> RunRecorder:
+    """Validate ``[history]``, take the run lock and open (create, migrate) the database.
+
+    Call it before auditing: it raises :class:`~auditor.errors.ConfigError` or :class:`HistoryError`
+    (both exit code 2) while nothing has been audited yet. With ``enabled = false``, or when the caller
+    gives a ``disabled_reason`` (e.g. a shard part, whose merged run is what history should keep), it
+    returns a recorder that takes no lock, records nothing and returns that reason as
+    :class:`HistoryUnavailable`.
+    """
+    settings = history_settings(config)  # validated even when unused: a typo should not wait for later
+    if not settings.enabled:
+        disabled_reason = f"history is turned off ([history] enabled = false in {config.path})"
+    if disabled_reason is not None:
+        return RunRecorder(settings, unavailable=disabled_reason)
+    lock = RunLock(settings.path)
+    try:
+        lock.acquire(settings.lock_timeout_seconds)
+    except OSError as exc:
+        raise HistoryError(
+            f"cannot create the history lock file {lock.path} ({exc.strerror or exc})",
+            hint="Check that the directory of [history] path exists and is writable.",
+        ) from exc
+    try:
+        store = HistoryStore.open(settings.path)
+        try:
+            placeholder = store.begin_run(started_at or datetime.now(UTC))
+        except sqlite3.Error as exc:
+            store.close()
+            raise HistoryError(
+                f"cannot write to the history database {settings.path} ({exc})",
+                hint="Check free space and permissions of its directory.",
+            ) from exc
+    except BaseException:
+        lock.release()
+        raise
+    return RunRecorder(settings, store=store, lock=lock, placeholder=placeholder)
+
+
+class JournalCursor:
+    """Remembers where ``remediation.jsonl`` ends now, to read back only the lines appended after.
+
+    The journal in ``--out`` is append-only across runs; history keeps each run's own lines with the run.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = _size(path)
+
+    def new_lines(self) -> list[str]:
+        """Complete lines appended since this cursor was made (a torn last line is left out)."""
+        try:
+            with self.path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                # A journal that shrank was replaced: everything in it is new.
+                handle.seek(self.offset if size >= self.offset else 0)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        lines = data.decode("utf-8", "replace").split("\n")
+        return [line for line in lines[:-1] if line.strip()]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
