@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig
+from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig, VendorSettings
 from auditor.constants import EXCHANGE_ONLINE_APP_ID
 from auditor.errors import ErrorCode, GraphError, TenantError, permission_hint
 from auditor.evaluate import EvaluationSettings, evaluate, identify_service_principal
@@ -134,6 +134,38 @@ async def _section(read: Awaitable[T]) -> Section[T]:
         return Failed(exc.to_tenant_error())
 
 
+async def search_vendor(reader: Any, vendor: VendorSettings) -> ServicePrincipalSearch:
+    """The service principals that could be the vendor's: by pinned appId and by display name.
+
+    `reader` needs `service_principals(odata_filter, select)` (a GraphReader, or doctor's probe).
+    """
+    lookups = []
+    filters = []
+    if vendor.app_id:
+        filters.append(f"appId eq {_quote(vendor.app_id)}")
+        lookups.append(IdentificationMethod.APP_ID)
+    if vendor.app_display_name:
+        filters.append(f"displayName eq {_quote(vendor.app_display_name)}")
+        lookups.append(
+            IdentificationMethod.PUBLISHER
+            if vendor.publisher_tenant_id
+            else IdentificationMethod.DISPLAY_NAME
+        )
+    found: dict[str, ServicePrincipalRecord] = {}
+    for odata_filter in filters:
+        for item in await reader.service_principals(odata_filter, SP_FIELDS):
+            record = ServicePrincipalRecord(
+                id=str(item["id"]),
+                app_id=str(item.get("appId") or ""),
+                display_name=str(item.get("displayName") or ""),
+                account_enabled=bool(item.get("accountEnabled", True)),
+                app_owner_organization_id=item.get("appOwnerOrganizationId"),
+                service_principal_type=item.get("servicePrincipalType"),
+            )
+            found[record.id.lower()] = record
+    return ServicePrincipalSearch(tuple(found.values()), tuple(lookups))
+
+
 class TenantCollector:
     """Collects one tenant's snapshot through a GraphReader."""
 
@@ -196,31 +228,7 @@ class TenantCollector:
         return str(org.get("displayName")) if org and org.get("displayName") else None
 
     async def _search(self) -> ServicePrincipalSearch:
-        lookups = []
-        filters = []
-        if self.vendor.app_id:
-            filters.append(f"appId eq {_quote(self.vendor.app_id)}")
-            lookups.append(IdentificationMethod.APP_ID)
-        if self.vendor.app_display_name:
-            filters.append(f"displayName eq {_quote(self.vendor.app_display_name)}")
-            lookups.append(
-                IdentificationMethod.PUBLISHER
-                if self.vendor.publisher_tenant_id
-                else IdentificationMethod.DISPLAY_NAME
-            )
-        found: dict[str, ServicePrincipalRecord] = {}
-        for odata_filter in filters:
-            for item in await self.reader.service_principals(odata_filter, SP_FIELDS):
-                record = ServicePrincipalRecord(
-                    id=str(item["id"]),
-                    app_id=str(item.get("appId") or ""),
-                    display_name=str(item.get("displayName") or ""),
-                    account_enabled=bool(item.get("accountEnabled", True)),
-                    app_owner_organization_id=item.get("appOwnerOrganizationId"),
-                    service_principal_type=item.get("servicePrincipalType"),
-                )
-                found[record.id.lower()] = record
-        return ServicePrincipalSearch(tuple(found.values()), tuple(lookups))
+        return await search_vendor(self.reader, self.vendor)
 
     async def _assignments(self, principal_ids: list[str], *, via_group: bool) -> list[RoleAssignmentRecord]:
         if not principal_ids:

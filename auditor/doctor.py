@@ -40,7 +40,6 @@ from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig,
 from auditor.constants import AUDIT_PERMISSIONS, REMEDIATION_PERMISSIONS, ExitCode
 from auditor.errors import GraphError, redact
 from auditor.evaluate import MatchOutcome, admin_consent_url, identify_service_principal
-from auditor.model import ServicePrincipalRecord
 
 if TYPE_CHECKING:
     from auditor.graph.client import ConnectionSettings
@@ -108,14 +107,6 @@ PERMISSION_ALTERNATIVES: Final = MappingProxyType(
         "RoleManagement.ReadWrite.Directory": (),
     }
 )
-_SP_FIELDS: Final = [
-    "id",
-    "appId",
-    "displayName",
-    "accountEnabled",
-    "appOwnerOrganizationId",
-    "servicePrincipalType",
-]
 
 
 class CheckStatus(StrEnum):
@@ -496,31 +487,17 @@ class _TenantDoctor:
             self.add(name, CheckStatus.OK, f"{detail}, {int(days)} days from now")
 
     async def vendor_app(self, probe: TenantProbe) -> None:
+        from auditor.collect import search_vendor  # loads the Graph SDK: only when a check runs
+
         vendor = self.config.vendor
-        filters = []
-        if vendor.app_id:
-            filters.append(f"appId eq '{vendor.app_id}'")
-        if vendor.app_display_name:
-            filters.append("displayName eq '" + vendor.app_display_name.replace("'", "''") + "'")
-        candidates: dict[str, ServicePrincipalRecord] = {}
         try:
-            for odata_filter in filters:
-                for item in await probe.service_principals(odata_filter, list(_SP_FIELDS)):
-                    record = ServicePrincipalRecord(
-                        id=str(item["id"]),
-                        app_id=str(item.get("appId") or ""),
-                        display_name=str(item.get("displayName") or ""),
-                        account_enabled=bool(item.get("accountEnabled", True)),
-                        app_owner_organization_id=item.get("appOwnerOrganizationId"),
-                        service_principal_type=item.get("servicePrincipalType"),
-                    )
-                    candidates[record.id.lower()] = record
+            search = await search_vendor(probe, vendor)
         except GraphError as exc:
             status = CheckStatus.UNKNOWN if exc.status in (401, 403) else CheckStatus.PROBLEM
             self.add("vendor app", status, f"could not be checked: {exc.message}", exc.hint)
             return
         match = identify_service_principal(
-            list(candidates.values()), vendor, self.tenant.tenant_id, tenant_name=self.tenant.name
+            search.candidates, vendor, self.tenant.tenant_id, tenant_name=self.tenant.name
         )
         advice = " ".join(f.message for f in match.findings)
         if match.outcome is MatchOutcome.IDENTIFIED and match.identified is not None:
