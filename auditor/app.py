@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,8 +26,15 @@ from auditor.config import AuditConfig, TenantConfig, load_config, select_tenant
 from auditor.constants import ExitCode
 from auditor.errors import UsageError
 from auditor.evaluate import exit_code
-from auditor.history import JournalCursor, open_history
+from auditor.history import JournalCursor, RunInsights, open_history
 from auditor.model import RemediationAction, RunMode, RunResult
+from auditor.notify import (
+    NotificationSettings,
+    WebhookSettings,
+    format_outcomes,
+    notification_settings,
+    notify,
+)
 from auditor.output import print_summary, progress_for_stderr
 from auditor.reporting import parse_formats, prepare_out_dir, write_reports
 from auditor.runner import Progress, TenantAudit, run_fleet
@@ -103,6 +111,9 @@ def audit(
     formats = parse_formats(options.formats)
     shard = parse_shard(options.shard) if options.shard is not None else None
     config = load_config(options.config)
+    # [notifications] is checked before auditing too (exit 2); a shard part never notifies: the merge does.
+    notifications = notification_settings(config)
+    warn_missing_notification_secrets(notifications)
     selected = select_tenants(config, options.tenants, options.tags)
     tenants = shard.select(selected) if shard is not None else selected
     out_dir = prepare_out_dir(options.out_dir)
@@ -114,6 +125,7 @@ def audit(
         len(config.tenants),
         config.path,
         concurrency,
+        extra={"event": "run_start"},
     )
     # [history] is checked and the history locked before any tenant is audited (ConfigError/HistoryError:
     # exit 2); the lock is held until this run is recorded, so an overlapping run refuses to start. A shard
@@ -149,9 +161,49 @@ def audit(
             f"parts with `auditor merge PART... --out DIR`.\n"
         )
     stdout.write("\nReports:\n" + "".join(f"  {path.resolve()}\n" for path in reports))
+    if shard is None:
+        send_notifications(run, reports, notifications, insights, stdout)
     stdout.write(f"Exit code {code}: {exit_code_meaning(code)}.\n")
     stdout.flush()
     return AuditOutcome(run=run, reports=reports, exit_code=code)
+
+
+def warn_missing_notification_secrets(settings: NotificationSettings) -> None:
+    """Say at the start, not only after an hour of auditing, that a channel's secret variable is unset.
+
+    The run goes ahead (the reports matter more than the message); the channel will then fail and say so.
+    """
+    for channel in settings.channels:
+        name = channel.url_env if isinstance(channel, WebhookSettings) else channel.password_env
+        if name and not os.environ.get(name):
+            log.warning(
+                "notification %s: environment variable %s is not set; it will not be sent",
+                channel.name,
+                name,
+                extra={"event": "notification_secret_missing", "channel_name": channel.name},
+            )
+
+
+def send_notifications(
+    run: RunResult,
+    reports: Sequence[Path],
+    settings: NotificationSettings,
+    insights: RunInsights | object,
+    stdout: TextIO,
+) -> None:
+    """Send the configured notifications about a finished, reported run and print what happened to each.
+
+    Never raises and never changes the exit code: a channel that cannot be reached is a line in the output
+    and a WARNING in the log. ``on_change`` compares with the previous run's statuses from the history
+    (``insights``); without a history every status counts as changed.
+    """
+    if not settings.channels:
+        return
+    previous = None
+    if isinstance(insights, RunInsights) and insights.previous_run_id is not None:
+        # Each tenant's status when history last saw it (error included); a tenant never seen is a change.
+        previous = {t.tenant_id: t.last_status.value for t in insights.tenants if t.last_status is not None}
+    stdout.write("\n" + format_outcomes(notify(run, reports, settings, previous=previous)))
 
 
 def _check_remediation_options(options: AuditOptions) -> None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig, VendorSettings
 from auditor.constants import EXCHANGE_ONLINE_APP_ID
-from auditor.errors import ErrorCode, GraphError, TenantError, permission_hint
+from auditor.errors import ErrorCode, GraphError, TenantError, permission_hint, register_secret
 from auditor.evaluate import EvaluationSettings, evaluate, identify_service_principal
 from auditor.graph.client import ConnectionSettings, GraphSession, open_session
 from auditor.graph.reader import GraphReader, MailboxAnswer, translate_auth_error
@@ -81,6 +81,7 @@ def connection_settings(
     if auth.method is AuthMethod.SECRET:
         name = auth.client_secret_env or ""
         secret = env.get(name)
+        register_secret(secret)
         if not secret:
             raise config_error(
                 f"environment variable {name} (client_secret_env) is not set",
@@ -95,6 +96,7 @@ def connection_settings(
             )
         if auth.certificate_password_env:
             password = env.get(auth.certificate_password_env)
+            register_secret(password)
             if password is None:
                 raise config_error(
                     f"environment variable {auth.certificate_password_env} "
@@ -183,7 +185,14 @@ class TenantCollector:
             if exc.code in (ErrorCode.AUTH_FAILED, ErrorCode.NETWORK_ERROR, ErrorCode.TIMEOUT):
                 return TenantSnapshot(tenant.name, tenant.tenant_id, started, error=exc.to_tenant_error())
             log.warning(
-                "%s: organization not readable (%s); using the configured name", tenant.name, exc.code
+                "%s: organization not readable (%s); using the configured name",
+                tenant.name,
+                exc.code,
+                extra={
+                    "tenant": tenant.name,
+                    "tenant_id": tenant.tenant_id,
+                    "event": "organization_unreadable",
+                },
             )
             org_name = None
         sp_section = await _section(self._search())

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, TypeAlias
 
 from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig, load_config, select_tenants
 from auditor.constants import AUDIT_PERMISSIONS, REMEDIATION_PERMISSIONS, ExitCode
-from auditor.errors import GraphError, redact
+from auditor.errors import GraphError, redact, register_secret
 from auditor.evaluate import MatchOutcome, admin_consent_url, identify_service_principal
 
 if TYPE_CHECKING:
@@ -401,6 +401,7 @@ class _TenantDoctor:
         if path is None or not path.is_file():
             return  # reported by the credential check
         password = self.environ.get(auth.certificate_password_env) if auth.certificate_password_env else None
+        register_secret(password)
         try:
             validity = certificate_validity(path, password)
         except (ValueError, OSError, IndexError) as exc:

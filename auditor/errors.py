@@ -8,6 +8,7 @@ and hint passes through :func:`redact` so a token or secret echoed by a library 
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -69,8 +70,34 @@ _REDACTIONS: Final = (
 )
 
 
+# Exact secret values this process has read (client secrets, key and SMTP passwords, webhook URLs): masked
+# wherever they appear, even where no pattern would recognise them. Values shorter than this are not
+# registered: masking "1" would garble every number.
+_MIN_SECRET_LENGTH: Final = 6
+_known_secrets: tuple[str, ...] = ()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` in everything :func:`redact` scrubs from now on (results, logs, notifications).
+
+    Call it where a secret is read from the environment. Safe from any thread; registering twice is a no-op.
+    """
+    global _known_secrets
+    if not value or len(value) < _MIN_SECRET_LENGTH or value in _known_secrets:
+        return
+    with _secrets_lock:
+        if value not in _known_secrets:
+            # Longest first, so a secret that contains another is masked whole.
+            _known_secrets = tuple(sorted((*_known_secrets, value), key=len, reverse=True))
+
+
 def redact(text: str) -> str:
-    """Return ``text`` with anything that looks like a token, secret or password replaced."""
+    """Return ``text`` with every registered secret value, and anything that looks like a token, secret or
+    password, replaced."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text

@@ -27,6 +27,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from auditor.errors import redact
+from auditor.logs import LogFormat, json_log_handler
 from auditor.model import RunResult, RunSummary, Status, TenantResult
 from auditor.runner import Progress
 
@@ -70,30 +72,50 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+class _RedactingFormatter(logging.Formatter):
+    """A text formatter whose every line (traceback included) passes through :func:`redact`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+# Set while a command logs JSON lines: progress is then log lines too, never a bar drawn on stderr.
+_json_logs = False
+
+
 @contextlib.contextmanager
-def logging_to_stderr(verbose: bool = False) -> Iterator[None]:
+def logging_to_stderr(verbose: bool = False, log_format: LogFormat = LogFormat.TEXT) -> Iterator[None]:
     """Send log records to stderr for the duration of a command: the auditor's own at INFO (DEBUG when
     ``verbose``), other libraries' at WARNING and above. Restores the previous logging setup after.
 
-    Nothing the auditor logs contains a secret: credentials are referenced by environment variable name.
+    ``log_format`` JSON writes one JSON object per line (time, level, tenant, event, message) for log
+    shippers; text is human lines (rich on a terminal). Nothing the auditor logs contains a secret
+    (credentials are referenced by environment variable name), and every line is still scrubbed of
+    registered secret values and anything that looks like a credential.
     """
+    global _json_logs
     console = stderr_console()
     handler: logging.Handler
-    if console.is_terminal:
+    if log_format is LogFormat.JSON:
+        handler = json_log_handler(sys.stderr)
+    elif console.is_terminal:
         handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+        handler.setFormatter(_RedactingFormatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)-7s %(message)s"))
     root = logging.getLogger()
     package = logging.getLogger("auditor")
-    previous_level = package.level
+    previous_level, previous_json = package.level, _json_logs
     package.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _json_logs = log_format is LogFormat.JSON
     root.addHandler(handler)
     try:
         yield
     finally:
         root.removeHandler(handler)
         package.setLevel(previous_level)
+        _json_logs = previous_json
         handler.close()
 
 
@@ -117,7 +139,20 @@ class LineProgress:
         """Log the tenant's status (and error code) and how long it took."""
         self._done += 1
         self._log.info(
-            "[%d/%d] %s: %s (%.1f s)", self._done, self._total, result.name, _status_word(result), seconds
+            "[%d/%d] %s: %s (%.1f s)",
+            self._done,
+            self._total,
+            result.name,
+            _status_word(result),
+            seconds,
+            extra={
+                "event": "tenant_done",
+                "tenant": result.name,
+                "tenant_id": result.tenant_id,
+                "status": result.status.value,
+                "error_code": result.error.code.value if result.error is not None else None,
+                "seconds": round(seconds, 3),
+            },
         )
 
     def finish(self) -> None:
@@ -158,9 +193,9 @@ class BarProgress:
 
 
 def progress_for_stderr() -> Progress:
-    """A bar when stderr is a terminal, otherwise one log line per tenant."""
+    """A bar when stderr is a terminal (and logs are text), otherwise one log line per tenant."""
     console = stderr_console()
-    return BarProgress(console) if console.is_terminal else LineProgress()
+    return BarProgress(console) if console.is_terminal and not _json_logs else LineProgress()
 
 
 # --- summary --------------------------------------------------------------------------------------------

@@ -126,7 +126,12 @@ async def audit_tenant_isolated(
         if not deadline.expired():
             # A TimeoutError from inside the audit (a socket, a lock): not our deadline, so a bug upstream.
             return _failed(tenant, currency, _unexpected(label, exc))
-        log.debug("%s: cancelled after the tenant timeout of %g s", label, tenant_timeout)
+        log.debug(
+            "%s: cancelled after the tenant timeout of %g s",
+            label,
+            tenant_timeout,
+            extra={"tenant": tenant.name, "tenant_id": tenant.tenant_id, "event": "tenant_timeout"},
+        )
         return _failed(
             tenant,
             currency,
@@ -138,7 +143,13 @@ async def audit_tenant_isolated(
             ),
         )
     except AuditorError as exc:
-        log.debug("%s: %s", label, exc, exc_info=True)
+        log.debug(
+            "%s: %s",
+            label,
+            exc,
+            exc_info=True,
+            extra={"tenant": tenant.name, "tenant_id": tenant.tenant_id, "event": "tenant_error"},
+        )
         return _failed(tenant, currency, exc.to_tenant_error())
     except Exception as exc:
         return _failed(tenant, currency, _unexpected(label, exc))

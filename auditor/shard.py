@@ -556,7 +556,8 @@ def merge_reports(options: MergeOptions, *, stdout: TextIO | None = None) -> Mer
     Every check runs before anything is written: a refused merge (exit code 2) leaves ``--out`` as it was.
     """
     # auditor.app imports this module for --shard, so its helpers are imported when a merge runs.
-    from auditor.app import exit_code_meaning
+    from auditor.app import exit_code_meaning, send_notifications
+    from auditor.notify import NotificationSettings, notification_settings
     from auditor.output import print_summary
     from auditor.reporting import parse_formats, prepare_out_dir, write_reports
 
@@ -564,6 +565,8 @@ def merge_reports(options: MergeOptions, *, stdout: TextIO | None = None) -> Mer
     formats = parse_formats(options.formats)
     _refuse_out_dir_inside_a_part(options)
     config = load_config(options.config) if options.config is not None else None
+    # The merged run is the night's run: it notifies (with --config), the parts never do.
+    notifications = notification_settings(config) if config is not None else NotificationSettings()
     parts = [read_part(path) for path in options.parts]
     run = merge_parts(parts, max_start_spread=options.max_start_spread)
     if config is not None:
@@ -588,6 +591,7 @@ def merge_reports(options: MergeOptions, *, stdout: TextIO | None = None) -> Mer
         f"\nMerged {count} shard part{'s' if count > 1 else ''} into one run of {len(run.tenants)} tenant(s).\n"
     )
     stdout.write("Reports:\n" + "".join(f"  {path.resolve()}\n" for path in written))
+    send_notifications(run, written, notifications, insights, stdout)
     stdout.write(f"Exit code {code}: {exit_code_meaning(code)}.\n")
     stdout.flush()
     return MergeOutcome(run=run, reports=tuple(written), exit_code=code)

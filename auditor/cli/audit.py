@@ -10,7 +10,8 @@ import typer
 
 from auditor.app import DEFAULT_OUT_DIR, AuditOptions
 from auditor.app import audit as run_audit
-from auditor.cli.errors import Verbose, command_context
+from auditor.cli.errors import LogFormatOption, Verbose, command_context
+from auditor.logs import LogFormat
 
 
 def audit(
@@ -87,6 +88,7 @@ def audit(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Audit every selected tenant and write the reports.
 
@@ -110,6 +112,6 @@ def audit(
         interactive=sys.stdin.isatty() and sys.stdout.isatty(),
         shard=shard,
     )
-    with command_context(verbose):
+    with command_context(verbose, log_format):
         outcome = run_audit(options)
     raise typer.Exit(outcome.exit_code)

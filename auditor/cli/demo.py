@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from auditor.cli.errors import Verbose, command_context
+from auditor.cli.errors import LogFormatOption, Verbose, command_context
 from auditor.demo import DEFAULT_DEMO_OUT_DIR, DemoOptions, run_demo
+from auditor.logs import LogFormat
 
 
 def demo(
@@ -17,6 +18,7 @@ def demo(
         typer.Option("--out", "-o", metavar="DIR", help="Directory for the demo's reports and its config."),
     ] = DEFAULT_DEMO_OUT_DIR,
     verbose: Verbose = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Audit a built-in sample fleet served by the Graph simulator: no Microsoft account needed.
 
@@ -24,6 +26,6 @@ def demo(
     demo itself could not run.
     """
     options = DemoOptions(out_dir=out)
-    with command_context(verbose):
+    with command_context(verbose, log_format):
         code = run_demo(options)
     raise typer.Exit(code)

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from auditor.cli.errors import Verbose, command_context
+from auditor.cli.errors import LogFormatOption, Verbose, command_context
 from auditor.doctor import DoctorOptions, print_report, run_doctor
+from auditor.logs import LogFormat
 
 __all__ = ["doctor"]
 
@@ -45,6 +46,7 @@ def doctor(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
     verbose: Verbose = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Check per tenant: a token can be had, its app permissions, certificate/secret expiry, the vendor app.
 
@@ -58,7 +60,7 @@ def doctor(
         audit_only=audit_only,
         as_json=as_json,
     )
-    with command_context(verbose):
+    with command_context(verbose, log_format):
         report = run_doctor(options)
     print_report(report, as_json=options.as_json)
     raise typer.Exit(report.exit_code)

@@ -23,9 +23,10 @@ import typer
 
 from auditor.constants import ExitCode
 from auditor.errors import AuditorError, redact
+from auditor.logs import LogFormat
 from auditor.output import logging_to_stderr
 
-__all__ = ["INTERRUPTED", "Verbose", "command_context"]
+__all__ = ["INTERRUPTED", "LogFormatOption", "Verbose", "command_context"]
 
 log = logging.getLogger("auditor.cli")
 
@@ -34,20 +35,36 @@ INTERRUPTED: Final = 130  # the shell's convention for SIGINT
 # The --verbose/-v option every command takes.
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr (never secrets).")]
 
+# The --log-format option every command takes.
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        envvar="AUDITOR_LOG_FORMAT",
+        case_sensitive=False,
+        help="Log lines on stderr: text, or json (one object per line: time, level, tenant, event, message).",
+    ),
+]
+
 
 @contextlib.contextmanager
-def command_context(verbose: bool = False) -> Iterator[None]:
-    """Run a command body with logging on stderr; expected errors exit with a message and their code."""
-    with logging_to_stderr(verbose):
+def command_context(verbose: bool = False, log_format: LogFormat = LogFormat.TEXT) -> Iterator[None]:
+    """Run a command body with logging on stderr; expected errors exit with a message and their code.
+
+    With JSON logs the message is a JSON log line too (``event`` ``command_failed``, with ``exit_code``),
+    so that a log shipper sees nothing else on stderr.
+    """
+    with logging_to_stderr(verbose, log_format):
+        json_logs = log_format is LogFormat.JSON
         try:
             yield
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # Typer's own control flow and usage errors
         except AuditorError as exc:
             log.debug("%s", type(exc).__name__, exc_info=True)
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc), exc.exit_code, json_logs)
         except KeyboardInterrupt:
-            _fail("interrupted", INTERRUPTED)
+            _fail("interrupted", INTERRUPTED, json_logs)
         except Exception as exc:
             log.debug("unexpected error", exc_info=True)
             detail = redact(" ".join(str(exc).split()))
@@ -55,9 +72,13 @@ def command_context(verbose: bool = False) -> Iterator[None]:
                 f"internal error: {type(exc).__name__}" + (f": {detail}" if detail else "") + ". "
                 "This is a bug in the auditor; re-run with --verbose and report the log.",
                 ExitCode.TENANT_ERROR,
+                json_logs,
             )
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+def _fail(message: str, code: int, json_logs: bool = False) -> NoReturn:
+    if json_logs:
+        log.error("%s", redact(message), extra={"event": "command_failed", "exit_code": int(code)})
+    else:
+        typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(int(code))

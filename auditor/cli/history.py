@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from auditor.cli.errors import Verbose, command_context
+from auditor.cli.errors import LogFormatOption, Verbose, command_context
 from auditor.history.listing import DEFAULT_RUNS, HistoryQuery, show_history
+from auditor.logs import LogFormat
 
 
 def history(
@@ -35,6 +36,7 @@ def history(
         int, typer.Option("--runs", "-n", min=1, metavar="N", help="Show the latest N runs.")
     ] = DEFAULT_RUNS,
     verbose: Verbose = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """List the recorded runs (newest first), or show one tenant's timeline (oldest first).
 
@@ -43,6 +45,6 @@ def history(
     --tenant: per run its status, billed, cost, remediation and findings; then its open gap's age and cost.
     """
     query = HistoryQuery(config=config, tenant=tenant, runs=runs)
-    with command_context(verbose):
+    with command_context(verbose, log_format):
         text = show_history(query)
     typer.echo(text, nl=False)

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from auditor.cli.errors import Verbose, command_context
+from auditor.cli.errors import LogFormatOption, Verbose, command_context
+from auditor.logs import LogFormat
 from auditor.shard import DEFAULT_MAX_START_SPREAD, MergeOptions, merge_reports
 
 __all__ = ["merge"]
@@ -64,6 +65,7 @@ def merge(
         ),
     ] = _DEFAULT_SPREAD_HOURS,
     verbose: Verbose = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Merge the parts of a sharded audit into one run and write its reports.
 
@@ -81,6 +83,6 @@ def merge(
         max_start_spread=timedelta(hours=max_spread) if max_spread > 0 else None,
         config=config,
     )
-    with command_context(verbose):
+    with command_context(verbose, log_format):
         outcome = merge_reports(options)
     raise typer.Exit(outcome.exit_code)

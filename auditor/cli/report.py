@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from auditor.cli.errors import Verbose, command_context
+from auditor.cli.errors import LogFormatOption, Verbose, command_context
+from auditor.logs import LogFormat
 from auditor.reporting.render import RenderOptions, parse_human_formats, render_saved_run
 
 __all__ = ["report"]
@@ -49,9 +50,10 @@ def report(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Re-render the HTML and Excel reports from a saved audit.json; prints the files written."""
-    with command_context(verbose):
+    with command_context(verbose, log_format):
         options = RenderOptions(run_json, out, parse_human_formats(formats), templates, history)
         written = render_saved_run(options)
     for path in written:

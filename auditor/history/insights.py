@@ -140,6 +140,9 @@ class TenantInsight:
     new_shared_mailboxes: tuple[MailboxRef, ...] = ()
     open_gap: GapAge | None = None  # set when the tenant is a gap now
     closed_gap: GapAge | None = None  # set when this run ended a gap (fixed, or e.g. -> not_connected)
+    # The status in the latest earlier run that had this tenant, `error` included (what `on_change`
+    # notifications compare with); None when history has never seen the tenant.
+    last_status: Status | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -155,6 +158,7 @@ class TenantInsight:
             ],
             "open_gap": self.open_gap.to_dict() if self.open_gap else None,
             "closed_gap": self.closed_gap.to_dict() if self.closed_gap else None,
+            "last_status": self.last_status.value if self.last_status else None,
         }
 
 
@@ -411,4 +415,5 @@ def tenant_insight(
         new_shared_mailboxes=new_mailboxes,
         open_gap=open_gap,
         closed_gap=closed_gap,
+        last_status=earlier[-1].status if earlier else None,
     )

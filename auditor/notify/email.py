@@ -27,7 +27,7 @@ from typing import Final
 import certifi
 import jinja2
 
-from auditor.errors import redact
+from auditor.errors import redact, register_secret
 
 from .digest import RunDigest
 from .settings import REPORT_FILES, EmailSettings, SmtpSecurity
@@ -223,7 +223,12 @@ def build_message(digest: RunDigest, reports: Sequence[Path], settings: EmailSet
     message.add_alternative(render_html(digest, names, attachments.left_out), subtype="html")
     for path in attachments.files:
         maintype, subtype = _MIME_TYPES.get(path.suffix.lower()) or _guess_type(path)
-        message.add_attachment(path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name)
+        # The reports are UTF-8: without the charset a mail client reads text parts as ASCII and garbles
+        # every non-ASCII tenant name.
+        params = {"charset": "utf-8"} if maintype == "text" else {}
+        message.add_attachment(
+            path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name, params=params
+        )
     return message
 
 
@@ -247,6 +252,7 @@ def send_email(message: EmailMessage, settings: EmailSettings, environ: Mapping[
     password = None
     if settings.username:
         password = environ.get(settings.password_env or "")
+        register_secret(password)
         if not password:
             raise NotificationError(
                 f"environment variable {settings.password_env} (password_env) is not set; nothing was sent. "

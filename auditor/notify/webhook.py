@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from auditor.errors import redact
+from auditor.errors import redact, register_secret
 
 from .digest import AttentionRow, RunDigest, money_text
 from .email import NotificationError, ssl_context
@@ -239,6 +239,7 @@ def _changes_text(digest: RunDigest) -> str:
 def webhook_url(settings: WebhookSettings, environ: Mapping[str, str]) -> str:
     """The webhook URL from the environment, checked (https, or http to a loopback receiver)."""
     url = (environ.get(settings.url_env) or "").strip()
+    register_secret(url)
     if not url:
         raise NotificationError(
             f"environment variable {settings.url_env} (url_env) is not set; nothing was sent. Set it to the "

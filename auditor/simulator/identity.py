@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,8 @@ class IdentityService:
         self._signing_key = secrets.token_bytes(32)
         self._federation_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.audiences: set[str] = {"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"}
+        # Every access token handed out (most recent last, bounded): tests check none of them leaks.
+        self.issued: deque[str] = deque(maxlen=10_000)
 
     # --- the token endpoint -------------------------------------------------------------------
 
@@ -154,11 +157,13 @@ class IdentityService:
             "roles": sorted(tenant.consents[client_id.lower()]),
             "ver": "1.0",
         }
+        access_token = self._sign_hs256(claims)
+        self.issued.append(access_token)
         return {
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME,
             "ext_expires_in": TOKEN_LIFETIME,
-            "access_token": self._sign_hs256(claims),
+            "access_token": access_token,
         }
 
     def openid_configuration(self, tenant_key: str, base_url: str) -> dict[str, Any]:

@@ -256,6 +256,10 @@ class GraphSimulator:
     def early_retries(self) -> int:
         return self.observer.snapshot()[2]
 
+    def issued_tokens(self) -> list[str]:
+        """The access tokens handed out so far (bounded to the most recent 10,000), for leak checks."""
+        return list(self.identity.issued)
+
     def reset_observations(self) -> None:
         self.observer.reset()
 

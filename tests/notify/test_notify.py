@@ -1,16 +1,14 @@
-"""notify(): every channel gets its own outcome, nothing raises, nothing secret reaches a log line; and
-a real audit of the simulator's demo fleet mailed and posted to local receivers."""
+"""notify(): every channel gets its own outcome, nothing raises, nothing secret reaches a log line. The
+config-driven run of a real audit is in test_audit_notifications.py."""
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from auditor.app import AuditOptions, audit
 from auditor.logs import JsonLogFormatter
 from auditor.model import RunResult
 from auditor.notify import (
@@ -25,8 +23,6 @@ from auditor.notify import (
 )
 from auditor.notify.digest import RunDigest
 from auditor.notify.settings import Channel
-from auditor.simulator import GraphSimulator
-from tests.integration.conftest import write_demo_config
 from tests.notify.conftest import (
     SMTP_PASSWORD,
     SMTP_PASSWORD_ENV,
@@ -155,45 +151,3 @@ def test_no_secret_in_any_log_line(
     for line in lines:
         assert SMTP_PASSWORD not in line
         assert WEBHOOK_TOKEN not in line
-
-
-def test_a_real_audit_is_mailed_and_posted(
-    sim: GraphSimulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    smtp_server: SmtpServer,
-    webhook_receiver: WebhookReceiver,
-) -> None:
-    for name, value in sim.credentials.items():
-        monkeypatch.setenv(name, value)
-    config = write_demo_config(sim, tmp_path)
-    outcome = audit(AuditOptions(config=config.path, out_dir=tmp_path / "out"), stdout=io.StringIO())
-    assert {p.name for p in outcome.reports} == {"audit.json", "audit.html", "audit.xlsx"}
-
-    assert smtp_server.tls is not None
-    up = NotificationSettings(
-        (email_channel(smtp_server.port, smtp_server.tls.ca_file), webhook_channel(WebhookFormat.SLACK))
-    )
-    env = {SMTP_PASSWORD_ENV: SMTP_PASSWORD, WEBHOOK_URL_ENV: webhook_receiver.url}
-    sent = notify(outcome.run, outcome.reports, up, environ=env)
-    assert [o.delivery for o in sent] == [Delivery.SENT, Delivery.SENT], [o.detail for o in sent]
-    (message,) = smtp_server.mailbox.messages()
-    attached = {p.get_filename() for p in message.iter_attachments()}
-    assert {"audit.html", "audit.xlsx"} <= attached
-    assert "Fourth Coffee" in body_of(message, "html")
-    (slack,) = webhook_receiver.bodies
-    assert slack["blocks"][0]["type"] == "header"
-
-    # The SMTP server down: the run is still complete, its exit code unchanged, and it says so.
-    down = NotificationSettings((email_channel(free_port(), smtp_server.tls.ca_file),))
-    failed = notify(outcome.run, outcome.reports, down, environ=env)
-    assert failed[0].delivery is Delivery.FAILED
-    assert "could not be sent; the audit and its reports are complete" in format_outcomes(failed)
-    assert outcome.exit_code == 3  # the demo fleet has tenants that cannot be audited, as before
-    assert all(p.is_file() for p in outcome.reports)
-    secrets = [v for k, v in sim.credentials.items() if not k.endswith("_CERTIFICATE")]
-    for part in message.walk():
-        payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes):
-            for secret in secrets:
-                assert secret.encode() not in payload

@@ -394,3 +394,94 @@ def test_demo_end_to_end_through_the_cli(tmp_path: Path) -> None:
     assert "[15/15]" in result.stderr  # one progress line per tenant when stderr is not a terminal
     data = json.loads((out / "audit.json").read_text(encoding="utf-8"))
     assert data["summary"]["tenants"] == 15
+
+
+# --- --log-format json: one JSON object per line on stderr, for log shippers ------------------------------
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines, "nothing was logged"
+    return [json.loads(line) for line in lines]  # a line that is not JSON fails here
+
+
+def test_json_logs_of_a_whole_run_are_one_object_per_line(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = invoke("demo", "--out", out, "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    records = json_lines(result.stderr)
+    assert all({"time", "level", "tenant", "event", "message"} <= set(r) for r in records)
+    done = [r for r in records if r["event"] == "tenant_done"]
+    run = read_run(out / "audit.json")
+    assert sorted((r["tenant"], r["tenant_id"], r["status"]) for r in done) == sorted(
+        (t.name, t.tenant_id, t.status.value) for t in run.tenants
+    )
+    assert all(r["level"] == "info" and isinstance(r["seconds"], float) for r in done)
+    assert records[0]["event"] == "run_start" and records[0]["tenant"] is None
+    assert "Reports:" in result.stdout  # the summary and the report paths stay on stdout, as text
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_json_logs_carry_the_error_too(config_file: Path, tmp_path: Path, how: str) -> None:
+    args: list[str | Path] = ["audit", "-c", config_file, "-o", tmp_path / "out", "--tenant", "Nope"]
+    if how == "option":
+        result = invoke(*args, "--log-format", "JSON")
+    else:
+        result = runner.invoke(app, [str(a) for a in args], env={"AUDITOR_LOG_FORMAT": "json"})
+    assert result.exit_code == ExitCode.USAGE
+    (record,) = json_lines(result.stderr)
+    assert (record["level"], record["event"], record["exit_code"]) == ("error", "command_failed", 2)
+    assert "Nope" in record["message"]
+
+
+def test_an_unknown_log_format_is_a_usage_error(config_file: Path) -> None:
+    result = invoke("audit", "-c", config_file, "--log-format", "xml")
+    assert result.exit_code == 2
+    assert "xml" in result.stderr and "text" in result.stderr and "json" in result.stderr
+
+
+# --- notifications: checked before auditing, warned about early, never the exit code ---------------------
+
+
+def test_a_bad_notifications_table_is_refused_before_auditing(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        CONFIG.replace(
+            "[[tenants]]", '[notifications.webhook]\nformat = "teams"\nurl = "https://x"\n\n[[tenants]]', 1
+        )
+    )
+    fake = FakeAuditor({})
+    with pytest.raises(ConfigError, match=r"notifications\.webhook\.url.*url_env"):
+        audit(AuditOptions(config=path, out_dir=tmp_path / "out"), auditor_factory=factory_of(fake))
+    assert fake.audited == [] and not (tmp_path / "out").exists()
+
+
+def test_an_unset_notification_variable_is_warned_about_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("UNSET_WEBHOOK_URL_FOR_TESTS", raising=False)
+    path = tmp_path / "fleet.toml"
+    hook = (
+        '[notifications.webhook]\nname = "ops"\nformat = "slack"\nurl_env = "UNSET_WEBHOOK_URL_FOR_TESTS"\n\n'
+    )
+    path.write_text(CONFIG.replace("[[tenants]]", hook + "[[tenants]]", 1))
+    fake = FakeAuditor({"Fabrikam": Status.NON_COMPLIANT})
+    stdout = io.StringIO()
+    with caplog.at_level("WARNING"):
+        outcome = audit(
+            AuditOptions(config=path, out_dir=tmp_path / "out"),
+            auditor_factory=factory_of(fake),
+            progress=NoProgress(),
+            stdout=stdout,
+        )
+    assert outcome.exit_code == 1  # the gap, not the failed notification
+    first = caplog.records[0]
+    assert first.getMessage() == (
+        "notification ops: environment variable UNSET_WEBHOOK_URL_FOR_TESTS is not set; it will not be sent"
+    )
+    assert "ops (webhook): failed: environment variable UNSET_WEBHOOK_URL_FOR_TESTS" in stdout.getvalue()
+    assert (
+        stdout.getvalue()
+        .rstrip()
+        .endswith("Exit code 1: at least one tenant still has a gap (non_compliant or ambiguous).")
+    )

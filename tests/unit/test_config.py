@@ -624,3 +624,29 @@ def test_remediation_auth_unknown_key_is_an_error(tmp_path: Path) -> None:
         tmp_path, WRITE_AUTH.format(defaults="[remediation_auth]\nclient_secrett_env = 'X'", tenant="")
     )
     assert "remediation_auth" in str(error) and "client_secret_env" in str(error)
+
+
+def test_example_history_and_notifications_are_valid() -> None:
+    from auditor.history.settings import history_settings
+    from auditor.notify import Policy, WebhookFormat, notification_settings, parse_notifications_table
+
+    config = load_config(REPO / "config" / "example.toml")
+    history = history_settings(config)
+    assert history.enabled and history.path == (REPO / "config" / "history.sqlite").resolve()
+    assert notification_settings(config).channels == ()  # every channel ships switched off
+    table = {
+        **config.notifications,
+        "email": {**config.notifications["email"], "enabled": True},
+        "webhook": [{**w, "enabled": True} for w in config.notifications["webhook"]],
+    }
+    enabled = parse_notifications_table(table, config_path=config.path)
+    assert [(c.kind, c.policy) for c in enabled.channels] == [
+        ("email", Policy.ON_GAPS),
+        ("webhook", Policy.ON_CHANGE),
+        ("webhook", Policy.ALWAYS),
+    ]
+    assert [getattr(c, "format", None) for c in enabled.channels] == [
+        None,
+        WebhookFormat.TEAMS,
+        WebhookFormat.SLACK,
+    ]

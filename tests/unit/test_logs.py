@@ -122,3 +122,56 @@ def test_parse_log_format(value: str, expected: LogFormat) -> None:
 def test_an_unknown_log_format_names_the_choices() -> None:
     with pytest.raises(ValueError, match="use one of: text, json"):
         parse_log_format("xml")
+
+
+# --- secrets read at run time are masked everywhere redact() runs -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("registered", "text", "expected"),
+    [
+        (
+            ["Zq8~unusual-secret-value"],
+            "AADSTS7000215: bad Zq8~unusual-secret-value",
+            "AADSTS7000215: bad [redacted]",
+        ),
+        (["abc"], "abc is too short to mask", "abc is too short to mask"),
+        (
+            ["Tok3n-part", "Tok3n-part-and-more"],
+            "url /hooks/Tok3n-part-and-more and Tok3n-part",
+            "url /hooks/[redacted] and [redacted]",
+        ),
+        ([None, ""], "nothing registered", "nothing registered"),
+    ],
+)
+def test_registered_secret_values_are_masked(
+    registered: list[str | None], text: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import auditor.errors
+
+    monkeypatch.setattr(auditor.errors, "_known_secrets", ())
+    for value in registered:
+        auditor.errors.register_secret(value)
+    assert auditor.errors.redact(text) == expected
+    assert auditor.errors.TenantError(auditor.errors.ErrorCode.AUTH_FAILED, text).message == expected
+
+
+@pytest.mark.parametrize("log_format", list(LogFormat))
+def test_log_lines_never_show_a_registered_secret(
+    log_format: LogFormat, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import auditor.errors
+    from auditor.output import logging_to_stderr
+
+    monkeypatch.setattr(auditor.errors, "_known_secrets", ())
+    auditor.errors.register_secret("s3cret-from-the-environment")
+    with logging_to_stderr(verbose=True, log_format=log_format):
+        log = logging.getLogger("auditor.test")
+        log.warning("sign-in failed for s3cret-from-the-environment", extra={"tenant": "Contoso"})
+        try:
+            raise ValueError("library echoed s3cret-from-the-environment")
+        except ValueError:
+            log.debug("traceback", exc_info=True)
+    err = capsys.readouterr().err
+    assert "s3cret-from-the-environment" not in err
+    assert err.count("[redacted]") >= 2 and "library echoed" in err
