@@ -19,17 +19,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeAlias
+from urllib.parse import urlsplit
 
 import typer
 
 from auditor.config import AuditConfig, TenantConfig, load_config, select_tenants
 from auditor.constants import ExitCode
-from auditor.errors import UsageError
+from auditor.errors import UsageError, register_secret
 from auditor.evaluate import exit_code
-from auditor.history import JournalCursor, RunInsights, open_history
+from auditor.history import JournalCursor, RunInsights, history_settings, open_history
 from auditor.model import RemediationAction, RunMode, RunResult
 from auditor.notify import (
     NotificationSettings,
+    Policy,
     WebhookSettings,
     format_outcomes,
     notification_settings,
@@ -113,7 +115,8 @@ def audit(
     config = load_config(options.config)
     # [notifications] is checked before auditing too (exit 2); a shard part never notifies: the merge does.
     notifications = notification_settings(config)
-    warn_missing_notification_secrets(notifications)
+    if shard is None:
+        prepare_notifications(notifications, config)
     selected = select_tenants(config, options.tenants, options.tags)
     tenants = shard.select(selected) if shard is not None else selected
     out_dir = prepare_out_dir(options.out_dir)
@@ -168,19 +171,32 @@ def audit(
     return AuditOutcome(run=run, reports=reports, exit_code=code)
 
 
-def warn_missing_notification_secrets(settings: NotificationSettings) -> None:
-    """Say at the start, not only after an hour of auditing, that a channel's secret variable is unset.
+def prepare_notifications(settings: NotificationSettings, config: AuditConfig) -> None:
+    """Before auditing: register the channels' secrets (so nothing the run writes can show them) and say
+    now, not after an hour of auditing, what will keep a channel from working as configured.
 
-    The run goes ahead (the reports matter more than the message); the channel will then fail and say so.
+    The run goes ahead either way (the reports matter more than the message).
     """
+    history_enabled = history_settings(config).enabled
     for channel in settings.channels:
         name = channel.url_env if isinstance(channel, WebhookSettings) else channel.password_env
-        if name and not os.environ.get(name):
+        value = os.environ.get(name) if name else None
+        if name and not value:
             log.warning(
                 "notification %s: environment variable %s is not set; it will not be sent",
                 channel.name,
                 name,
                 extra={"event": "notification_secret_missing", "channel_name": channel.name},
+            )
+        register_secret(value)
+        if isinstance(channel, WebhookSettings) and value:
+            register_secret(urlsplit(value.strip()).path)
+        if channel.policy is Policy.ON_CHANGE and not history_enabled:
+            log.warning(
+                'notification %s: when = "on_change" needs the history, which is disabled; it will be '
+                "sent after every run",
+                channel.name,
+                extra={"event": "notification_on_change_without_history", "channel_name": channel.name},
             )
 
 

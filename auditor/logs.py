@@ -112,7 +112,9 @@ class JsonLogFormatter(logging.Formatter):
             if key in _STANDARD_ATTRIBUTES or key in _CORE_KEYS or key.startswith("_"):
                 continue
             data[key] = self._json_value(value)
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        # ASCII only: U+2028, NEL and friends in tenant data stay escaped, so a line is always one line and
+        # a stderr that is not UTF-8 cannot fail to encode it.
+        return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
 
     def _json_value(self, value: Any) -> Any:
         if value is None or isinstance(value, bool | int | float):

@@ -109,12 +109,17 @@ def logging_to_stderr(verbose: bool = False, log_format: LogFormat = LogFormat.T
     previous_level, previous_json = package.level, _json_logs
     package.setLevel(logging.DEBUG if verbose else logging.INFO)
     _json_logs = log_format is LogFormat.JSON
+    if _json_logs:
+        # A library's Python warning would otherwise be a bare text line among the JSON ones.
+        logging.captureWarnings(True)
     root.addHandler(handler)
     try:
         yield
     finally:
         root.removeHandler(handler)
         package.setLevel(previous_level)
+        if _json_logs:
+            logging.captureWarnings(False)
         _json_logs = previous_json
         handler.close()
 

@@ -556,7 +556,7 @@ def merge_reports(options: MergeOptions, *, stdout: TextIO | None = None) -> Mer
     Every check runs before anything is written: a refused merge (exit code 2) leaves ``--out`` as it was.
     """
     # auditor.app imports this module for --shard, so its helpers are imported when a merge runs.
-    from auditor.app import exit_code_meaning, send_notifications
+    from auditor.app import exit_code_meaning, prepare_notifications, send_notifications
     from auditor.notify import NotificationSettings, notification_settings
     from auditor.output import print_summary
     from auditor.reporting import parse_formats, prepare_out_dir, write_reports
@@ -567,6 +567,8 @@ def merge_reports(options: MergeOptions, *, stdout: TextIO | None = None) -> Mer
     config = load_config(options.config) if options.config is not None else None
     # The merged run is the night's run: it notifies (with --config), the parts never do.
     notifications = notification_settings(config) if config is not None else NotificationSettings()
+    if config is not None:
+        prepare_notifications(notifications, config)
     parts = [read_part(path) for path in options.parts]
     run = merge_parts(parts, max_start_spread=options.max_start_spread)
     if config is not None:

@@ -305,6 +305,7 @@ def post_webhook(
     # The path and query hold the token; the scheme and host are not secret.
     hidden = url[len(f"{parts.scheme}://{parts.netloc}") :]
     if hidden.strip("/"):
+        register_secret(hidden)  # the path alone, as a server or a library may echo it, is the secret too
         _URL_FILTER.secrets.add(hidden)
     try:
         with httpx.Client(

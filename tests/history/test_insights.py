@@ -286,3 +286,39 @@ def test_insights_serialise_to_json(tmp_path: Path) -> None:
     assert contoso["open_gap"]["first_seen"] == T0.isoformat() and contoso["open_gap"]["days_open"] == 1.0
     assert [p["run_id"] for p in data["trend"]] == ["a", "b"]
     assert isinstance(datetime.fromisoformat(data["as_of"]), datetime)
+
+
+# --- last_status: what `on_change` notifications compare with ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("earlier", "expected"),
+    [
+        ((), None),  # never seen: a change
+        ((C, N), N),
+        ((N, E), E),  # error included: error -> error is no change
+        ((E, C), C),
+    ],
+)
+def test_last_status_is_the_latest_earlier_status(
+    earlier: tuple[Status, ...], expected: Status | None
+) -> None:
+    history = observations(*earlier, E)
+    insight = tenant_insight(tenant_id=CONTOSO, name="Contoso", current=history[-1], earlier=history[:-1])
+    assert insight.last_status is expected
+
+
+def test_last_status_skips_runs_that_did_not_include_the_tenant(tmp_path: Path) -> None:
+    """A night with only some tenants (--tenant) in between: the others compare with the night before."""
+    store = record_all(
+        tmp_path / "h.sqlite",
+        run(T0, tenant(CONTOSO, C), tenant(FABRIKAM, E), run_id="full1"),
+        run(T0 + DAY, tenant(CONTOSO, N), run_id="contoso-only"),
+        run(T0 + 2 * DAY, tenant(CONTOSO, N), tenant(FABRIKAM, E), tenant(NORTHWIND, C), run_id="full2"),
+    )
+    latest = store.insights("full2")
+    assert latest.previous_run_id == "contoso-only"
+    last = {t.tenant_id: t.last_status for t in latest.tenants}
+    assert last == {CONTOSO: N, FABRIKAM: E, NORTHWIND: None}
+    fabrikam = latest.for_tenant(FABRIKAM)
+    assert fabrikam is not None and fabrikam.previous_status is None  # the gap baseline ignores errors

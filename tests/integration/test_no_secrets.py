@@ -30,6 +30,7 @@ from tests.integration.conftest import demo_config_text
 from tests.notify.conftest import (
     SMTP_PASSWORD,
     SMTP_PASSWORD_ENV,
+    SMTP_USER,
     WEBHOOK_TOKEN,
     WEBHOOK_URL_ENV,
     SmtpServer,
@@ -43,11 +44,20 @@ from tests.notify.test_audit_notifications import notifications_toml
 __all__ = ["server_tls", "smtp_server", "webhook_receiver"]  # fixtures used here, defined for tests/notify
 
 AUDITOR = Path(sys.executable).parent / "auditor"
+STALE_TOKEN = "st4le-webhook-t0ken-Qw9"
+STALE_URL_ENV = "USS_TEST_STALE_WEBHOOK_URL"
+WRONG_PASSWORD = "wr0ng-smtp-Pa55word-Lk2"
+WRONG_PASSWORD_ENV = "USS_TEST_WRONG_SMTP_PASSWORD"
 
 
 def secrets_of(sim: GraphSimulator) -> dict[str, str]:
     """Every secret value of the night, by a name saying what it is."""
-    found: dict[str, str] = {"SMTP password": SMTP_PASSWORD, "webhook URL token": WEBHOOK_TOKEN}
+    found: dict[str, str] = {
+        "SMTP password": SMTP_PASSWORD,
+        "webhook URL token": WEBHOOK_TOKEN,
+        "stale webhook URL token": STALE_TOKEN,
+        "wrong SMTP password": WRONG_PASSWORD,
+    }
     for name, value in sim.credentials.items():
         if name.endswith("_CERTIFICATE"):
             pem = Path(value).read_text(encoding="ascii")
@@ -151,6 +161,17 @@ def test_no_secret_anywhere_after_a_night(
         + "\n[[tenants]]",
         1,
     )
+    # Two channels that fail: a webhook whose receiver answers 404 echoing the URL with its token, and an
+    # e-mail whose password is wrong.
+    text = text.replace(
+        "[[tenants]]",
+        f'[[notifications.webhook]]\nname = "stale hook"\nformat = "slack"\nurl_env = "{STALE_URL_ENV}"\n\n'
+        f'[[notifications.email]]\nname = "wrong password"\nsmtp_host = "127.0.0.1"\n'
+        f'smtp_port = {smtp_server.port}\nusername = "{SMTP_USER}"\npassword_env = "{WRONG_PASSWORD_ENV}"\n'
+        f'from = "a@example.com"\nto = ["b@example.com"]\nca_bundle = "{smtp_server.tls.ca_file}"\n\n'
+        "[[tenants]]",
+        1,
+    )
     config = tmp_path / "audit.toml"
     config.write_text(text, encoding="utf-8")
     loaded = load_config(config)
@@ -162,6 +183,8 @@ def test_no_secret_anywhere_after_a_night(
         **sim.credentials,
         SMTP_PASSWORD_ENV: SMTP_PASSWORD,
         WEBHOOK_URL_ENV: webhook_receiver.url,
+        STALE_URL_ENV: webhook_receiver.url.replace(WEBHOOK_TOKEN, STALE_TOKEN),
+        WRONG_PASSWORD_ENV: WRONG_PASSWORD,
         "COLUMNS": "200",
     }
     env.pop("AUDITOR_LOG_FORMAT", None)
@@ -193,6 +216,10 @@ def test_no_secret_anywhere_after_a_night(
     tokens = [r for r in sim.requests() if r.route == "identity.token" and r.status == 200]
     assert len({r.tenant_id for r in tokens}) >= 10
     assert len(smtp_server.mailbox.envelopes) == 2 and len(webhook_receiver.bodies) == 2
+    assert smtp_server.mailbox.logins.count((SMTP_USER, False)) >= 2  # the wrong password, both nights
+    for night_output in (dict(outputs)["audit stdout"], dict(outputs)["remediate stdout"]):
+        assert b"stale hook (webhook): failed: " in night_output and b"HTTP 404" in night_output
+        assert b"wrong password (email): failed: " in night_output
     assert (
         b"DEBUG" in dict(outputs)["remediate stderr"] and b'"level":"debug"' in dict(outputs)["audit stderr"]
     )

@@ -153,7 +153,8 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
     async def handle(request: web.Request) -> web.Response:
         if request.match_info["token"] != WEBHOOK_TOKEN:
-            return web.Response(status=404, text="unknown webhook")
+            # Like some real receivers, the error echoes the URL, token and all: the sender must scrub it.
+            return web.Response(status=404, text=f"unknown webhook {request.url}")
         raw = await request.read()
         receiver.headers.append(dict(request.headers))
         receiver.bodies.append(json.loads(raw))  # a body that is not JSON fails the test here

@@ -46,7 +46,7 @@ def notifications_toml(
 [notifications]
 report_url = "https://intranet.example/uss/latest/audit.html"
 
-[notifications.email]
+[[notifications.email]]
 name = "billing e-mail"
 when = "{email_when}"
 smtp_host = "127.0.0.1"

@@ -467,7 +467,7 @@ def test_an_unset_notification_variable_is_warned_about_at_the_start(
     path.write_text(CONFIG.replace("[[tenants]]", hook + "[[tenants]]", 1))
     fake = FakeAuditor({"Fabrikam": Status.NON_COMPLIANT})
     stdout = io.StringIO()
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO", logger="auditor"):
         outcome = audit(
             AuditOptions(config=path, out_dir=tmp_path / "out"),
             auditor_factory=factory_of(fake),
@@ -475,8 +475,10 @@ def test_an_unset_notification_variable_is_warned_about_at_the_start(
             stdout=stdout,
         )
     assert outcome.exit_code == 1  # the gap, not the failed notification
-    first = caplog.records[0]
-    assert first.getMessage() == (
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert events.index("notification_secret_missing") < events.index("run_start")  # before any auditing
+    (warning,) = [r for r in caplog.records if getattr(r, "event", None) == "notification_secret_missing"]
+    assert warning.levelname == "WARNING" and warning.getMessage() == (
         "notification ops: environment variable UNSET_WEBHOOK_URL_FOR_TESTS is not set; it will not be sent"
     )
     assert "ops (webhook): failed: environment variable UNSET_WEBHOOK_URL_FOR_TESTS" in stdout.getvalue()
@@ -485,3 +487,25 @@ def test_an_unset_notification_variable_is_warned_about_at_the_start(
         .rstrip()
         .endswith("Exit code 1: at least one tenant still has a gap (non_compliant or ambiguous).")
     )
+
+
+def test_on_change_without_history_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SOME_WEBHOOK_URL_FOR_TESTS", "http://127.0.0.1:9/hooks/x")
+    path = tmp_path / "fleet.toml"
+    tables = (
+        "[history]\nenabled = false\n\n"
+        '[notifications.webhook]\nname = "ops"\nformat = "slack"\nurl_env = "SOME_WEBHOOK_URL_FOR_TESTS"\n'
+        'when = "on_change"\n\n'
+    )
+    path.write_text(CONFIG.replace("[[tenants]]", tables + "[[tenants]]", 1))
+    with caplog.at_level("WARNING", logger="auditor"):
+        audit(
+            AuditOptions(config=path, out_dir=tmp_path / "out"),
+            auditor_factory=factory_of(FakeAuditor({})),
+            progress=NoProgress(),
+            stdout=io.StringIO(),
+        )
+    (warning,) = [r for r in caplog.records if "needs the history" in r.getMessage()]
+    assert "ops" in warning.getMessage() and "sent after every run" in warning.getMessage()

@@ -175,3 +175,30 @@ def test_log_lines_never_show_a_registered_secret(
     err = capsys.readouterr().err
     assert "s3cret-from-the-environment" not in err
     assert err.count("[redacted]") >= 2 and "library echoed" in err
+
+
+def test_a_python_warning_is_a_json_line_too(capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from auditor.output import logging_to_stderr
+
+    with logging_to_stderr(log_format=LogFormat.JSON), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a library is unhappy", DeprecationWarning, stacklevel=1)
+    (line,) = capsys.readouterr().err.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "warning" and "a library is unhappy" in record["message"]
+
+
+@pytest.mark.parametrize(
+    "name", ["Contoso\u2028Evil", "Line\x85Break", "Caf\u00e9 \U0001f600", "tab\tand\rCR"]
+)
+def test_hostile_tenant_names_stay_on_one_ascii_line(
+    name: str, logged: tuple[logging.Logger, io.StringIO]
+) -> None:
+    logger, stream = logged
+    logger.info("%s: compliant", name, extra={"tenant": name})
+    text = stream.getvalue()
+    assert text.isascii() and len(text.splitlines()) == 1  # str.splitlines() splits on U+2028 and NEL too
+    (record,) = lines(stream)
+    assert record["tenant"] == name and record["message"] == f"{name}: compliant"
