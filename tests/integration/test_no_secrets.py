@@ -228,4 +228,6 @@ def test_no_secret_anywhere_after_a_night(
     secrets = secrets_of(sim)
     haystacks = [*outputs, *files_under(tmp_path), *mail_and_webhooks(smtp_server, webhook_receiver)]
     assert len(haystacks) > 40
+    size = sum(len(data) for _, data in haystacks)
+    print(f"scanned {len(haystacks)} outputs ({size / 2**20:.1f} MiB) for {len(secrets)} secret values")
     assert leaks(haystacks, secrets) == []
