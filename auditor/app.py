@@ -16,7 +16,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeAlias
 from urllib.parse import urlsplit
@@ -38,15 +37,25 @@ from auditor.notify import (
     notify,
 )
 from auditor.output import print_summary, progress_for_stderr
+from auditor.remediation import JOURNAL_FILENAME
 from auditor.reporting import parse_formats, prepare_out_dir, write_reports
 from auditor.runner import Progress, TenantAudit, run_fleet
 from auditor.shard import parse_shard, part_manifest, write_part_manifest
 
-__all__ = ["DEFAULT_OUT_DIR", "AuditOptions", "AuditOutcome", "AuditorFactory", "audit", "exit_code_meaning"]
+__all__ = [
+    "DEFAULT_DEMO_OUT_DIR",
+    "DEFAULT_OUT_DIR",
+    "AuditOptions",
+    "AuditOutcome",
+    "AuditorFactory",
+    "audit",
+    "exit_code_meaning",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT_DIR: Final = Path("reports/out")
+DEFAULT_DEMO_OUT_DIR: Final = DEFAULT_OUT_DIR / "demo"  # `auditor demo`'s (here: its CLI loads no simulator)
 
 # Builds the per-tenant audit for a config; the default is the Graph-backed TenantAuditor.
 AuditorFactory: TypeAlias = Callable[[AuditConfig], TenantAudit]
@@ -135,7 +144,7 @@ def audit(
     # part is not a night of its own: `auditor merge` records the merged run.
     shard_note = "a shard part: `auditor merge --config` records the whole run" if shard is not None else None
     with open_history(config, disabled_reason=shard_note) as history:
-        journal = JournalCursor(out_dir / "remediation.jsonl")
+        journal = JournalCursor(out_dir / JOURNAL_FILENAME)
         run = asyncio.run(
             run_fleet(
                 tenants,
@@ -273,7 +282,7 @@ def remediate(
         stdout.write(
             f"  (--max-changes {options.max_changes}: only the first {options.max_changes} will be made)\n"
         )
-    journal = Journal(out_dir / "remediation.jsonl")
+    journal = Journal(out_dir / JOURNAL_FILENAME)
     outcomes: dict[str, Any] = {}
     if options.dry_run or not changes:
         note = "dry run: nothing written" if options.dry_run else "nothing to change"
@@ -281,7 +290,6 @@ def remediate(
         for entry in changes:
             journal.append(
                 {
-                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     "tenant": entry.tenant.name,
                     "tenant_id": entry.tenant.tenant_id,
                     "service_principal_id": entry.target.id if entry.target else None,

@@ -33,7 +33,6 @@ from auditor.model import (
     ExchangeAppRoles,
     Failed,
     GroupRecord,
-    IdentificationMethod,
     MailboxCensus,
     RoleAssignmentRecord,
     RoleEvidence,
@@ -72,7 +71,7 @@ def connection_settings(
     the environment only now."""
     env = os.environ if environ is None else environ
     auth = auth or tenant.auth
-    label = f"{tenant.name} ({tenant.tenant_id})"
+    label = tenant.label
 
     def config_error(message: str, hint: str) -> SettingsError:
         return SettingsError(TenantError(ErrorCode.CONFIG_ERROR, f"{label}: {message}", hint))
@@ -141,18 +140,11 @@ async def search_vendor(reader: Any, vendor: VendorSettings) -> ServicePrincipal
 
     `reader` needs `service_principals(odata_filter, select)` (a GraphReader, or doctor's probe).
     """
-    lookups = []
     filters = []
     if vendor.app_id:
         filters.append(f"appId eq {_quote(vendor.app_id)}")
-        lookups.append(IdentificationMethod.APP_ID)
     if vendor.app_display_name:
         filters.append(f"displayName eq {_quote(vendor.app_display_name)}")
-        lookups.append(
-            IdentificationMethod.PUBLISHER
-            if vendor.publisher_tenant_id
-            else IdentificationMethod.DISPLAY_NAME
-        )
     found: dict[str, ServicePrincipalRecord] = {}
     for odata_filter in filters:
         for item in await reader.service_principals(odata_filter, SP_FIELDS):
@@ -165,7 +157,7 @@ async def search_vendor(reader: Any, vendor: VendorSettings) -> ServicePrincipal
                 service_principal_type=item.get("servicePrincipalType"),
             )
             found[record.id.lower()] = record
-    return ServicePrincipalSearch(tuple(found.values()), tuple(lookups))
+    return ServicePrincipalSearch(tuple(found.values()))
 
 
 class TenantCollector:
@@ -180,7 +172,8 @@ class TenantCollector:
         tenant = self.tenant
         started = datetime.now(UTC)
         try:
-            org_name = await self._organization()
+            # The first call: it proves sign-in and consent before anything else is read.
+            await self.reader.organization()
         except GraphError as exc:
             if exc.code in (ErrorCode.AUTH_FAILED, ErrorCode.NETWORK_ERROR, ErrorCode.TIMEOUT):
                 return TenantSnapshot(tenant.name, tenant.tenant_id, started, error=exc.to_tenant_error())
@@ -194,7 +187,6 @@ class TenantCollector:
                     "event": "organization_unreadable",
                 },
             )
-            org_name = None
         sp_section = await _section(self._search())
         census_task = asyncio.ensure_future(_section(self._census()))
         roles: Section[RoleEvidence] | None = None
@@ -224,17 +216,12 @@ class TenantCollector:
             tenant_name=tenant.name,
             tenant_id=tenant.tenant_id,
             collected_at=started,
-            organization_name=org_name,
             error=auth_failure,
             service_principals=sp_section,
             roles=roles,
             exchange=exchange,
             mailboxes=mailboxes,
         )
-
-    async def _organization(self) -> str | None:
-        org = await self.reader.organization()
-        return str(org.get("displayName")) if org and org.get("displayName") else None
 
     async def _search(self) -> ServicePrincipalSearch:
         return await search_vendor(self.reader, self.vendor)
@@ -414,7 +401,7 @@ class TenantAuditor:
         self.environ = environ
 
     async def snapshot(self, tenant: TenantConfig) -> TenantSnapshot:
-        label = f"{tenant.name} ({tenant.tenant_id})"
+        label = tenant.label
         try:
             settings = connection_settings(tenant, self.environ)
         except SettingsError as exc:

@@ -42,6 +42,7 @@ __all__ = [
     "RunSettings",
     "TenantConfig",
     "VendorSettings",
+    "did_you_mean",
     "load_config",
     "parse_config",
     "select_tenants",
@@ -124,6 +125,11 @@ class TenantConfig:
     # A separate credential for --remediate's one write (RoleManagement.ReadWrite.Directory), so the nightly
     # read-only identity need not hold it; None: write with `auth`.
     write_auth: EffectiveAuth | None = None
+
+    @property
+    def label(self) -> str:
+        """``Name (tenant id)``: how messages and logs name the tenant."""
+        return f"{self.name} ({self.tenant_id})"
 
     @property
     def remediation_auth(self) -> EffectiveAuth:
@@ -306,7 +312,7 @@ def select_tenants(
                 f"--tenant {wanted_name!r} matches no tenant name or tenant_id in the config",
                 path=config.path,
                 key="tenants",
-                fix=f"use one of: {valid}" + _did_you_mean(wanted_name, [t.name for t in config.tenants]),
+                fix=f"use one of: {valid}" + did_you_mean(wanted_name, [t.name for t in config.tenants]),
             )
         wanted.update(hits)
     # Tags match case-insensitively, so list each once (first spelling seen).
@@ -322,7 +328,7 @@ def select_tenants(
                 path=config.path,
                 key="tenants.tags",
                 fix=(f"use one of: {', '.join(known_tags)}" if known_tags else "no tenant has tags")
-                + _did_you_mean(tag, known_tags),
+                + did_you_mean(tag, known_tags),
             )
         wanted.update(hits)
     return [t for i, t in enumerate(config.tenants) if i in wanted]
@@ -331,7 +337,9 @@ def select_tenants(
 # --- implementation -------------------------------------------------------------------------------------
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to ``word`` (any case), or ``""``; shared by every
+    settings table (`[history]`, `[notifications]`)."""
     choices = list(choices)
     folded = {c.casefold(): c for c in choices}
     needle = word.casefold()
@@ -445,7 +453,7 @@ class _Parser:
             if key not in allowed:
                 self.fail(
                     prefix + key,
-                    f"unknown key in the {what}{_did_you_mean(key, allowed)}",
+                    f"unknown key in the {what}{did_you_mean(key, allowed)}",
                     f"valid keys are: {', '.join(allowed)}",
                 )
 
@@ -607,7 +615,7 @@ class _Parser:
                     shown = value if isinstance(value, str) else _type_name(value)
                     self.fail(
                         where,
-                        f"unknown method {shown!r}{_did_you_mean(str(value), choices)}",
+                        f"unknown method {shown!r}{did_you_mean(str(value), choices)}",
                         f"use one of: {', '.join(choices)}",
                     )
                 values[key] = AuthMethod(value.strip().lower())
@@ -622,7 +630,7 @@ class _Parser:
                 if cloud not in CLOUDS:
                     self.fail(
                         where,
-                        f"unknown cloud {cloud!r}{_did_you_mean(cloud, CLOUDS)}",
+                        f"unknown cloud {cloud!r}{did_you_mean(cloud, CLOUDS)}",
                         f"use one of: {', '.join(CLOUDS)}",
                     )
                 values[key] = cloud

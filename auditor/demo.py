@@ -18,20 +18,19 @@ import json
 import logging
 import os
 import sys
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final, TextIO
 
 import auditor
-from auditor.app import AuditOptions, AuditorFactory, audit, exit_code_meaning
+from auditor.app import DEFAULT_DEMO_OUT_DIR, AuditOptions, AuditorFactory, audit, exit_code_meaning
 from auditor.constants import ExitCode
 from auditor.errors import AuditorError, ErrorCode
 from auditor.reporting import prepare_out_dir
 from auditor.reporting.atomic import atomic_write_text
-from auditor.simulator import FixtureError, GraphSimulator, load_fixture
-from auditor.simulator.fixtures import DEFAULT_VENDOR
+from auditor.simulator import FixtureError, GraphSimulator
+from auditor.simulator.fixtures import DEFAULT_VENDOR, load_fixture_with_data
 
 __all__ = [
     "DEFAULT_DEMO_OUT_DIR",
@@ -45,7 +44,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEMO_OUT_DIR: Final = Path("reports/out/demo")
 DEMO_CONFIG_NAME: Final = "demo-config.toml"
 
 # The fixture's apps (by env_prefix) the demo config signs in as.
@@ -117,9 +115,8 @@ def run_demo(
     out = stdout if stdout is not None else sys.stdout
     fixture_path = demo_fixture_path(options.fixture)
     try:
-        world = load_fixture(fixture_path)
-        fixture = tomllib.loads(fixture_path.read_text(encoding="utf-8"))
-    except (FixtureError, OSError, tomllib.TOMLDecodeError) as exc:
+        world, fixture = load_fixture_with_data(fixture_path)
+    except (FixtureError, OSError) as exc:
         raise DemoError(
             f"the demo fleet fixture cannot be used: {exc}", hint="Restore config/demo-fleet.toml."
         ) from None

@@ -76,7 +76,7 @@ PERMISSION_PURPOSES: Final = MappingProxyType(
         "app hold Security Reader, active, at '/', permanently",
         "User.Read.All": "list the users, to find every mailbox",
         "MailboxSettings.Read": "read mailboxSettings.userPurpose, to tell shared mailboxes from people",
-        "Organization.Read.All": "read the tenant's name for the reports",
+        "Organization.Read.All": "read the tenant's organization: the first call, proving sign-in and consent",
         "RoleManagement.ReadWrite.Directory": "create the one active Security Reader assignment at '/' for "
         "the vendor app and read it back; used by --remediate only",
     }
@@ -291,7 +291,7 @@ class _TenantDoctor:
 
     @property
     def label(self) -> str:
-        return f"{self.tenant.name} ({self.tenant.tenant_id})"
+        return self.tenant.label
 
     def add(self, check: str, status: CheckStatus, detail: str, fix: str = "") -> None:
         self.checks.append(

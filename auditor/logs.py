@@ -13,8 +13,9 @@ Every object carries the same core keys, so a collector can index them without p
   their own keys when they are JSON values.
 
 Secrets never get here by design (credentials are referenced by variable name), and every string is
-still passed through :func:`auditor.errors.redact` and masked for any known secret value the caller
-registers, because a library may echo a token in an exception message.
+still passed through :func:`auditor.errors.redact`, which masks every secret value registered with
+:func:`auditor.errors.register_secret` and anything shaped like a credential, because a library may echo
+a token in an exception message.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, TextIO
 
-from auditor.errors import redact
+from auditor.errors import redact, register_secret
 
 __all__ = [
     "JsonLogFormatter",
@@ -42,9 +43,6 @@ _STANDARD_ATTRIBUTES: Final = frozenset(
 ) | {"message", "asctime", "taskName"}
 # Keys the formatter owns; an `extra=` value with one of these names cannot replace them.
 _CORE_KEYS: Final = ("time", "level", "tenant", "event", "message", "logger")
-_MASK: Final = "[redacted]"
-# Known secret values shorter than this are not masked: masking "1" would garble every number.
-_MIN_SECRET_LENGTH: Final = 6
 
 
 class LogFormat(StrEnum):
@@ -72,20 +70,15 @@ class JsonLogFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted(
-            {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True
-        )
+        for secret in secrets:
+            register_secret(secret)
 
     def add_secret(self, value: str) -> None:
-        """Mask ``value`` from now on (e.g. a secret read after logging was set up)."""
-        if value and len(value) >= _MIN_SECRET_LENGTH and value not in self._secrets:
-            self._secrets = sorted([*self._secrets, value], key=len, reverse=True)
+        """Mask ``value`` from now on (:func:`auditor.errors.register_secret`: everywhere, not only here)."""
+        register_secret(value)
 
     def scrub(self, text: str) -> str:
-        """``text`` with known secret values and anything that looks like a credential replaced."""
-        for secret in self._secrets:
-            text = text.replace(secret, _MASK)
+        """``text`` with registered secret values and anything that looks like a credential replaced."""
         return redact(text)
 
     def format(self, record: logging.LogRecord) -> str:

@@ -219,10 +219,9 @@ class ServicePrincipalRecord:
 
 @dataclass(frozen=True)
 class ServicePrincipalSearch:
-    """Every SP the lookups returned (deduplicated by the evaluator) and which lookups were made."""
+    """Every SP the lookups (by pinned appId, by display name) returned; the evaluator deduplicates them."""
 
     candidates: tuple[ServicePrincipalRecord, ...] = ()
-    lookups: tuple[IdentificationMethod, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -382,7 +381,6 @@ class TenantSnapshot:
     tenant_name: str
     tenant_id: str
     collected_at: datetime
-    organization_name: str | None = None
     error: TenantError | None = None
     service_principals: Section[ServicePrincipalSearch] | None = None
     roles: Section[RoleEvidence] | None = None

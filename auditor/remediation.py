@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from auditor.config import TenantConfig
-from auditor.constants import SECURITY_READER_ROLE_ID, SECURITY_READER_ROLE_NAME
+from auditor.constants import SECURITY_READER_ROLE_ID, SECURITY_READER_ROLE_NAME, TENANT_WIDE_SCOPE
 from auditor.errors import ErrorCode, GraphError, TenantError, redact
 from auditor.model import (
     IdentificationMethod,
@@ -29,7 +29,7 @@ from auditor.model import (
     TenantResult,
 )
 
-SCOPE = "/"
+SCOPE: Final = TENANT_WIDE_SCOPE
 WRITE_ATTEMPTS = 3  # POSTs at most, each only after a re-read showed the assignment still absent
 READ_BACK_TRIES = 4  # role assignments can take a moment to replicate
 READ_BACK_DELAY = 0.5
@@ -113,14 +113,23 @@ class RoleWriter(Protocol):
     async def create(self, principal_id: str, role_definition_id: str, directory_scope_id: str) -> Any: ...
 
 
+# The journal's file name in --out.
+JOURNAL_FILENAME: Final = "remediation.jsonl"
+
+
 class Journal:
     """Append-only JSON-lines record of every write attempt (`remediation.jsonl`)."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._dir_made = False
 
     def append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Write ``record`` as one line, stamped with the current time (UTC, ms) unless it has a ``time``."""
+        if not self._dir_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._dir_made = True
+        record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
         line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
@@ -155,7 +164,6 @@ class Applier:
         def log(action: str, outcome: str, **extra: Any) -> None:
             self.journal.append(
                 {
-                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     **base,
                     "action": action,
                     "outcome": outcome,
@@ -312,14 +320,13 @@ async def apply_plan(
     slots = asyncio.Semaphore(max(1, concurrency))
 
     async def run(entry: PlanEntry) -> None:
-        label = f"{entry.tenant.name} ({entry.tenant.tenant_id})"
+        label = entry.tenant.label
         async with slots:
             try:
                 settings = connection_settings(entry.tenant, environ, auth=entry.tenant.remediation_auth)
             except SettingsError as exc:
                 journal.append(
                     {
-                        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                         "tenant": entry.tenant.name,
                         "tenant_id": entry.tenant.tenant_id,
                         "action": "sign-in",
@@ -345,4 +352,12 @@ async def apply_plan(
     return outcomes
 
 
-__all__ = ["Applier", "Journal", "PlanEntry", "apply_plan", "plan_remediation", "planned_remediation"]
+__all__ = [
+    "JOURNAL_FILENAME",
+    "Applier",
+    "Journal",
+    "PlanEntry",
+    "apply_plan",
+    "plan_remediation",
+    "planned_remediation",
+]

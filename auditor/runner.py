@@ -117,7 +117,7 @@ async def audit_tenant_isolated(
     becomes an ``error`` result with code ``TIMEOUT`` (the audit is cancelled), an :class:`AuditorError`
     keeps its own code and hint, and any other exception becomes ``INTERNAL_ERROR`` naming its type.
     """
-    label = f"{tenant.name} ({tenant.tenant_id})"
+    label = tenant.label
     deadline = asyncio.timeout(tenant_timeout)
     try:
         async with deadline:

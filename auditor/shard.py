@@ -46,6 +46,8 @@ from auditor.config import AuditConfig, TenantConfig, load_config
 from auditor.errors import UsageError
 from auditor.evaluate import exit_code
 from auditor.model import RunResult, TenantResult
+from auditor.remediation import JOURNAL_FILENAME
+from auditor.reporting.json_report import JSON_FILENAME
 
 __all__ = [
     "DEFAULT_MAX_START_SPREAD",
@@ -75,8 +77,6 @@ DEFAULT_MAX_START_SPREAD: Final = timedelta(hours=12)
 
 _MANIFEST_KIND: Final = "uss-auditor.shard-part"
 _MANIFEST_VERSION: Final = 1
-_AUDIT_JSON: Final = "audit.json"
-_JOURNAL: Final = "remediation.jsonl"
 _SHARD_RE: Final = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]+)\s*$")
 _SHARD_HINT: Final = (
     "Use --shard K/N: shard K (counted from 1) of N, e.g. --shard 2/3. In a Kubernetes Indexed Job "
@@ -284,7 +284,7 @@ def merge_parts(
         if part.manifest.run_id != part.run.run_id:
             raise ShardError(
                 f"{part.label}: {PART_MANIFEST_FILENAME} belongs to run {part.manifest.run_id} but "
-                f"{_AUDIT_JSON} is run {part.run.run_id}: the directory mixes files of two runs",
+                f"{JSON_FILENAME} is run {part.run.run_id}: the directory mixes files of two runs",
                 hint="Re-run that shard into an empty --out directory.",
             )
     first = parts[0]
@@ -468,7 +468,7 @@ def read_part(path: Path) -> ShardPart:
 
     path = Path(path)
     if path.is_dir():
-        directory, audit_json = path, path / _AUDIT_JSON
+        directory, audit_json = path, path / JSON_FILENAME
     elif path.exists():
         directory, audit_json = path.parent, path
     else:
@@ -485,7 +485,7 @@ def read_part(path: Path) -> ShardPart:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ShardError(
-            f"{directory}: no {PART_MANIFEST_FILENAME} beside {_AUDIT_JSON}: not the output of "
+            f"{directory}: no {PART_MANIFEST_FILENAME} beside {JSON_FILENAME}: not the output of "
             f"`auditor audit --shard K/N`, or that run did not finish",
             hint=hint,
         ) from None
@@ -497,14 +497,15 @@ def read_part(path: Path) -> ShardPart:
         manifest = ShardManifest.from_dict(data)
     except ValueError as exc:
         raise ShardError(f"{manifest_path}: {exc}", hint=hint) from None
-    journal = directory / _JOURNAL
+    journal = directory / JOURNAL_FILENAME
     return ShardPart(
         label=str(path), run=run, manifest=manifest, journal=journal if journal.is_file() else None
     )
 
 
-def _merge_journals(parts: Sequence[ShardPart], out_dir: Path) -> Path | None:
-    """Concatenate the parts' remediation journals, in shard order, into ``out_dir``; None when none ran."""
+def _merge_journals(parts: Sequence[ShardPart], out_dir: Path) -> tuple[Path | None, list[str]]:
+    """Concatenate the parts' remediation journals, in shard order, into ``out_dir``; returns the file (None
+    when no part remediated) and its lines."""
     from auditor.reporting.atomic import atomic_write_text
 
     texts = []
@@ -521,8 +522,9 @@ def _merge_journals(parts: Sequence[ShardPart], out_dir: Path) -> Path | None:
             text += "\n"
         texts.append(text)
     if not texts:
-        return None
-    return atomic_write_text(Path(out_dir) / _JOURNAL, "".join(texts))
+        return None, []
+    merged = "".join(texts)
+    return atomic_write_text(Path(out_dir) / JOURNAL_FILENAME, merged), merged.splitlines()
 
 
 # --- the merge command ----------------------------------------------------------------------------------
@@ -574,13 +576,12 @@ def merge_reports(options: MergeOptions, *, stdout: TextIO | None = None) -> Mer
     if config is not None:
         check_parts_against_config(parts, config)
     out_dir = prepare_out_dir(options.out_dir)
-    journal = _merge_journals(parts, out_dir)
+    journal, journal_lines = _merge_journals(parts, out_dir)
     insights = None
     if config is not None:
         # The merged run is the night's run: it (not the parts) goes into the history.
         from auditor.history import open_history
 
-        journal_lines = journal.read_text(encoding="utf-8").splitlines() if journal is not None else []
         with open_history(config, started_at=run.started_at) as history:
             insights = history.record(run, journal_lines)
     written = list(write_reports(run, out_dir, formats, insights=insights))

@@ -74,10 +74,9 @@ async def _page(
     from kiota_abstractions.base_request_configuration import RequestConfiguration
     from kiota_abstractions.method import Method
     from kiota_abstractions.request_information import RequestInformation
-    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
     from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
-    from auditor.graph.client import ConnectionSettings, open_session
+    from auditor.graph.client import ConnectionSettings, open_session, send_for_bytes
 
     app = next(iter(sim.world.apps.values()))
     settings = ConnectionSettings(
@@ -105,9 +104,8 @@ async def _page(
             info.http_method = Method.GET
             info.url = url
             info.headers.try_add("Accept", "application/json")
-            body = json.loads(
-                await session.client.request_adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
-            )
+            raw = await send_for_bytes(session.client, info)
+            body = json.loads(raw or b"{}")
             pages += 1
             count += len(body["value"])
             url = body.get("@odata.nextLink")

@@ -13,6 +13,9 @@ import pytest
 from auditor.graph.client import ConnectionSettings, GraphSession, open_session
 from auditor.simulator import GraphSimulator, load_fixture
 
+# The local SMTP server and webhook receiver fixtures, for the notification tests in every directory.
+pytest_plugins = ["tests.receivers"]
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_FLEET = ROOT / "config" / "demo-fleet.toml"
 _DEMO = tomllib.loads(DEMO_FLEET.read_text())
@@ -46,6 +49,25 @@ def fresh_sim() -> Iterator[GraphSimulator]:
     """A simulator of its own, for tests that change the directory (writes)."""
     with GraphSimulator(load_fixture(DEMO_FLEET), seed=11) as sim:
         yield sim
+
+
+def put_credentials_in_environment(sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
+    """The simulator's credentials in the environment, as a scheduler would provide them."""
+    for name, value in sim.credentials.items():
+        monkeypatch.setenv(name, value)
+    return sim
+
+
+@pytest.fixture
+def sim_env(sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
+    """The session simulator, its credentials in the environment."""
+    return put_credentials_in_environment(sim, monkeypatch)
+
+
+@pytest.fixture
+def fresh_sim_env(fresh_sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
+    """A simulator of its own (for writes), its credentials in the environment."""
+    return put_credentials_in_environment(fresh_sim, monkeypatch)
 
 
 def settings_for(

@@ -10,21 +10,12 @@ import typer
 
 from auditor.app import DEFAULT_OUT_DIR, AuditOptions
 from auditor.app import audit as run_audit
-from auditor.cli.errors import LogFormatOption, Verbose, command_context
+from auditor.cli.errors import ConfigOption, FormatsOption, LogFormatOption, Verbose, command_context
 from auditor.logs import LogFormat
 
 
 def audit(
-    config: Annotated[
-        Path,
-        typer.Option(
-            "--config",
-            "-c",
-            metavar="PATH",
-            help="The TOML config file listing the tenants.",
-            show_default=False,
-        ),
-    ],
+    config: ConfigOption,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", metavar="DIR", help="Directory for audit.json (and the other reports)."),
@@ -42,15 +33,7 @@ def audit(
         list[str] | None,
         typer.Option("--tag", metavar="TAG", help="Audit only tenants with this tag; repeatable."),
     ] = None,
-    formats: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--format",
-            "-f",
-            metavar="FORMATS",
-            help="Report formats, comma-separated or repeated (default: all available).",
-        ),
-    ] = None,
+    formats: FormatsOption = None,
     concurrency: Annotated[
         int | None,
         typer.Option(

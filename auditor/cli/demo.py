@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from auditor.app import DEFAULT_DEMO_OUT_DIR
 from auditor.cli.errors import LogFormatOption, Verbose, command_context
-from auditor.demo import DEFAULT_DEMO_OUT_DIR, DemoOptions, run_demo
 from auditor.logs import LogFormat
 
 
@@ -25,7 +25,8 @@ def demo(
     Exits 0 when the audit completed (the sample fleet has gaps and errors on purpose), non-zero when the
     demo itself could not run.
     """
-    options = DemoOptions(out_dir=out)
+    from auditor.demo import DemoOptions, run_demo  # the simulator (aiohttp, cryptography) loads only here
+
     with command_context(verbose, log_format):
-        code = run_demo(options)
+        code = run_demo(DemoOptions(out_dir=out))
     raise typer.Exit(code)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from auditor.cli.errors import LogFormatOption, Verbose, command_context
+from auditor.cli.errors import ConfigOption, LogFormatOption, Verbose, command_context
 from auditor.doctor import DoctorOptions, print_report, run_doctor
 from auditor.logs import LogFormat
 
@@ -15,16 +14,7 @@ __all__ = ["doctor"]
 
 
 def doctor(
-    config: Annotated[
-        Path,
-        typer.Option(
-            "--config",
-            "-c",
-            metavar="PATH",
-            help="The TOML config file listing the tenants.",
-            show_default=False,
-        ),
-    ],
+    config: ConfigOption,
     tenant: Annotated[
         list[str] | None,
         typer.Option(

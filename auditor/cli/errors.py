@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Final, NoReturn
 
 import typer
@@ -26,7 +27,7 @@ from auditor.errors import AuditorError, redact
 from auditor.logs import LogFormat
 from auditor.output import logging_to_stderr
 
-__all__ = ["INTERRUPTED", "LogFormatOption", "Verbose", "command_context"]
+__all__ = ["INTERRUPTED", "ConfigOption", "FormatsOption", "LogFormatOption", "Verbose", "command_context"]
 
 log = logging.getLogger("auditor.cli")
 
@@ -35,7 +36,30 @@ INTERRUPTED: Final = 130  # the shell's convention for SIGINT
 # The --verbose/-v option every command takes.
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr (never secrets).")]
 
-# The --log-format option every command takes.
+# The --config option of the commands that work on a fleet (audit, doctor).
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="The TOML config file listing the tenants.",
+        show_default=False,
+    ),
+]
+
+# The --format option of the commands that write every report format (audit, merge).
+FormatsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--format",
+        "-f",
+        metavar="FORMATS",
+        help="Report formats, comma-separated or repeated (default: all available).",
+    ),
+]
+
+# The --log-format option of the commands that log (all but `permissions` and `simulator`).
 LogFormatOption = Annotated[
     LogFormat,
     typer.Option(

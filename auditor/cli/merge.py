@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from auditor.cli.errors import LogFormatOption, Verbose, command_context
+from auditor.cli.errors import FormatsOption, LogFormatOption, Verbose, command_context
 from auditor.logs import LogFormat
 from auditor.shard import DEFAULT_MAX_START_SPREAD, MergeOptions, merge_reports
 
@@ -45,15 +45,7 @@ def merge(
             show_default=False,
         ),
     ] = None,
-    formats: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--format",
-            "-f",
-            metavar="FORMATS",
-            help="Report formats, comma-separated or repeated (default: all available).",
-        ),
-    ] = None,
+    formats: FormatsOption = None,
     max_spread: Annotated[
         float,
         typer.Option(

@@ -7,17 +7,21 @@ import re
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from auditor.simulator import FixtureError, GraphSimulator, World, load_fixture
-from auditor.simulator.fleet import FleetSpec, generate_fleet
+if TYPE_CHECKING:
+    from auditor.simulator import World
 
 app = typer.Typer(help="The built-in Microsoft Graph + identity simulator.", no_args_is_help=True)
 
 
 def _world(fixture: Path | None, generate: str | None) -> World:
+    # Imported here: the simulator (aiohttp, cryptography) is not loaded by every `auditor` command.
+    from auditor.simulator import FixtureError, load_fixture
+    from auditor.simulator.fleet import FleetSpec, generate_fleet
+
     if (fixture is None) == (generate is None):
         raise typer.BadParameter("give exactly one of --fixture FILE or --generate TENANTSxUSERS")
     if fixture is not None:
@@ -44,6 +48,8 @@ def serve(
     ),
 ) -> None:
     """Serve identity and Graph over HTTPS until interrupted; prints the URLs and the CA file."""
+    from auditor.simulator import GraphSimulator
+
     world = _world(fixture, generate)
     sim = GraphSimulator(world, port=port, state_dir=state_dir).start()
     env_file = state_dir / "credentials.env"

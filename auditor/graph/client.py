@@ -28,10 +28,12 @@ from azure.identity.aio import (
     ManagedIdentityCredential,
     WorkloadIdentityCredential,
 )
+from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
 from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
@@ -240,3 +242,12 @@ async def open_session(
 # the failure itself (as AUTH_FAILED with a hint), so only its errors are worth letting through.
 logging.getLogger("azure.identity").setLevel(logging.ERROR)
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
+
+async def send_for_bytes(client: GraphServiceClient, info: RequestInformation) -> bytes | None:
+    """Send a request the SDK built through its adapter (auth, middleware, the throttle gate) and return the
+    body unparsed: the engine reads lists as plain JSON, far cheaper than the SDK's models. Any 4xx/5xx is
+    raised as ``ODataError`` (``"XXX"`` is the adapter's key for every error status)."""
+    adapter: Any = client.request_adapter  # its stubs claim send_primitive_async returns None
+    raw: bytes | None = await adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+    return raw

@@ -44,7 +44,7 @@ from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
 from auditor.errors import ErrorCode, GraphError, permission_hint, redact
 
-from .client import GraphSession, retry_after_seconds
+from .client import GraphSession, retry_after_seconds, send_for_bytes
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,6 @@ class GraphReader:
         self.client = session.client
         self.tenant_label = tenant_label
         self.policy = policy or RetryPolicy()
-        self.gate = session.gate
-        self.requests_sent = 0
 
     @property
     def app_label(self) -> str:
@@ -100,12 +98,8 @@ class GraphReader:
         attempt = timeouts = 0
         while True:
             info = build()  # the session's throttle gate holds it back while the tenant is paused
-            self.requests_sent += 1
             try:
-                adapter: Any = (
-                    self.client.request_adapter
-                )  # its stubs claim send_primitive_async returns None
-                raw: bytes | None = await adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+                raw = await send_for_bytes(self.client, info)
                 return dict(json.loads(raw)) if raw else {}
             except ODataError as exc:
                 status = exc.response_status_code or 0

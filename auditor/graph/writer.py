@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from azure.core.exceptions import ClientAuthenticationError
@@ -20,7 +19,7 @@ from msgraph.generated.models.unified_role_assignment import UnifiedRoleAssignme
 
 from auditor.errors import ErrorCode, GraphError, permission_hint
 
-from .client import GraphSession, retry_after_seconds
+from .client import GraphSession, retry_after_seconds, send_for_bytes
 from .reader import translate_auth_error
 
 WRITE_PERMISSION = "RoleManagement.ReadWrite.Directory"
@@ -76,9 +75,8 @@ class RoleAssignmentWriter:
         inspection = HeadersInspectionHandlerOption(inspect_response_headers=True)
         # Belt and braces: even if a client were built with SDK retries on, this request is never retried.
         info.add_request_options([inspection, RetryHandlerOption(max_retries=0, should_retry=False)])
-        adapter: Any = self.session.client.request_adapter
         try:
-            raw: bytes | None = await adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+            raw = await send_for_bytes(self.session.client, info)
         except ODataError as exc:
             request_id = _request_id(exc)
             status = exc.response_status_code or 0

@@ -15,14 +15,13 @@ lock_timeout_seconds = 10         # how long a run waits for an overlapping run 
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, did_you_mean
 from auditor.errors import ConfigError
 
 __all__ = ["DEFAULT_HISTORY_FILE", "DEFAULT_LOCK_TIMEOUT_SECONDS", "HistorySettings", "history_settings"]
@@ -59,7 +58,7 @@ def parse_history_table(table: Mapping[str, Any], *, config_path: Path) -> Histo
         if key not in _KEYS:
             raise fail(
                 key,
-                f"unknown key in the [history] section{_did_you_mean(key, _KEYS)}",
+                f"unknown key in the [history] section{did_you_mean(key, _KEYS)}",
                 f"valid keys are: {', '.join(_KEYS)}",
             )
 
@@ -94,12 +93,3 @@ def parse_history_table(table: Mapping[str, Any], *, config_path: Path) -> Histo
             "e.g. lock_timeout_seconds = 10 (0: refuse at once when another run holds the history)",
         )
     return HistorySettings(path=path, enabled=enabled, lock_timeout_seconds=float(timeout))
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    # Same behaviour as auditor.config's private helper (kept local so this package does not reach into it).
-    choices = list(choices)
-    close = difflib.get_close_matches(word.casefold(), choices, n=1, cutoff=0.6)
-    if not close and len(word) >= 3:
-        close = [c for c in choices if c.startswith(word.casefold()) or word.casefold() in c][:1]
-    return f" (did you mean {close[0]!r}?)" if close else ""

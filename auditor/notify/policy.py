@@ -20,7 +20,7 @@ from auditor.model import RunResult, Status
 
 from .settings import Policy
 
-__all__ = ["ATTENTION_STATUSES", "Decision", "StatusChange", "decide", "has_gaps", "status_changes"]
+__all__ = ["ATTENTION_STATUSES", "Decision", "StatusChange", "decide", "status_changes"]
 
 # Statuses that make a tenant worth a message under on_gaps (and that messages list by name).
 ATTENTION_STATUSES: Final = (Status.NON_COMPLIANT, Status.AMBIGUOUS, Status.ERROR)
@@ -42,11 +42,6 @@ class Decision:
 
     send: bool
     reason: str
-
-
-def has_gaps(run: RunResult) -> bool:
-    """True when a tenant is non_compliant, ambiguous or could not be audited."""
-    return any(t.status in ATTENTION_STATUSES for t in run.tenants)
 
 
 def status_changes(run: RunResult, previous: Mapping[str, str] | None) -> list[StatusChange] | None:

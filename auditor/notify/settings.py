@@ -39,11 +39,10 @@ timeout_seconds = 10
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from enum import StrEnum
@@ -51,8 +50,9 @@ from pathlib import Path
 from typing import Any, Final, NoReturn, TypeAlias
 from urllib.parse import urlsplit
 
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, did_you_mean
 from auditor.errors import ConfigError
+from auditor.reporting import FORMATS
 
 __all__ = [
     "REPORT_FILES",
@@ -94,7 +94,7 @@ class WebhookFormat(StrEnum):
 
 
 # Report format name (as in --format) -> file name in --out, in attachment order.
-REPORT_FILES: Final = {"html": "audit.html", "xlsx": "audit.xlsx", "json": "audit.json"}
+REPORT_FILES: Final = {name: FORMATS[name].filename for name in ("html", "xlsx", "json")}
 _DEFAULT_PORTS: Final = {SmtpSecurity.STARTTLS: 587, SmtpSecurity.TLS: 465, SmtpSecurity.NONE: 25}
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
@@ -209,14 +209,6 @@ def is_loopback_host(host: str) -> bool:
 # --- implementation -------------------------------------------------------------------------------------
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    choices = list(choices)
-    close = difflib.get_close_matches(word.casefold(), choices, n=1, cutoff=0.6)
-    if not close and len(word) >= 3:
-        close = [c for c in choices if c.startswith(word.casefold()) or word.casefold() in c][:1]
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _type_name(value: object) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
     return names.get(type(value), "a table" if isinstance(value, Mapping) else type(value).__name__)
@@ -289,7 +281,7 @@ class _Parser:
             if key not in allowed:
                 self.fail(
                     f"{keypath}.{key}",
-                    f"unknown key in the {what}{_did_you_mean(key, allowed)}",
+                    f"unknown key in the {what}{did_you_mean(key, allowed)}",
                     f"valid keys are: {', '.join(allowed)}",
                 )
 
@@ -311,7 +303,7 @@ class _Parser:
             shown = when if isinstance(when, str) else _type_name(when)
             self.fail(
                 f"{keypath}.when",
-                f"unknown policy {shown!r}{_did_you_mean(str(when), choices)}",
+                f"unknown policy {shown!r}{did_you_mean(str(when), choices)}",
                 "use always (every run), on_gaps (a tenant has a gap or could not be audited) or "
                 "on_change (a tenant's status changed since the previous run)",
             )
@@ -339,7 +331,7 @@ class _Parser:
         if not isinstance(security_value, str) or security_value.strip().lower() not in choices:
             self.fail(
                 f"{keypath}.security",
-                f"unknown security {security_value!r}{_did_you_mean(str(security_value), choices)}",
+                f"unknown security {security_value!r}{did_you_mean(str(security_value), choices)}",
                 "use starttls (port 587), tls (port 465) or none (a relay on this machine only)",
             )
         security = SmtpSecurity(security_value.strip().lower())
@@ -401,7 +393,7 @@ class _Parser:
         if unknown:
             self.fail(
                 f"{keypath}.attach",
-                f"unknown report format {unknown[0]!r}{_did_you_mean(unknown[0], REPORT_FILES)}",
+                f"unknown report format {unknown[0]!r}{did_you_mean(unknown[0], REPORT_FILES)}",
                 f"use any of: {', '.join(REPORT_FILES)}",
             )
         max_mb = self.number(raw, "max_attachments_mb", keypath, 20.0, low=0.0, high=500.0)
@@ -434,7 +426,7 @@ class _Parser:
             shown = f" {fmt_value!r}" if isinstance(fmt_value, str) else ""
             self.fail(
                 f"{keypath}.format",
-                ("unknown format" + shown + _did_you_mean(str(fmt_value), choices))
+                ("unknown format" + shown + did_you_mean(str(fmt_value), choices))
                 if fmt_value is not None
                 else "a webhook channel needs format",
                 "use teams (Teams Workflows: Adaptive Card), teams_messagecard (legacy Office 365 connector) "

@@ -62,23 +62,23 @@ class ReportFormat:
 
     name: str
     filename: str
-    write: Callable[[RunResult, Path, Any], Path]  # (run, path, insights)
+    write: Callable[[RunResult, Path, Any, Path | None], Path]  # (run, path, insights, templates)
 
 
-def _write_json(run: RunResult, path: Path, insights: Any = None) -> Path:
+def _write_json(run: RunResult, path: Path, insights: Any = None, templates: Path | None = None) -> Path:
     # audit.json is the run's contract (DESIGN §3.3); history stays in the history database.
     from auditor.reporting.json_report import write_json
 
     return write_json(run, path)
 
 
-def _write_html(run: RunResult, path: Path, insights: Any = None) -> Path:
+def _write_html(run: RunResult, path: Path, insights: Any = None, templates: Path | None = None) -> Path:
     from auditor.reporting.html import render_html
 
-    return render_html(run, path, insights=insights)
+    return render_html(run, path, templates=templates, insights=insights)
 
 
-def _write_xlsx(run: RunResult, path: Path, insights: Any = None) -> Path:
+def _write_xlsx(run: RunResult, path: Path, insights: Any = None, templates: Path | None = None) -> Path:
     from auditor.reporting.excel import render_excel
 
     return render_excel(run, path, insights=insights)
@@ -142,13 +142,19 @@ def prepare_out_dir(out_dir: Path) -> Path:
 
 
 def write_reports(
-    run: RunResult, out_dir: Path, formats: Iterable[str] | None = None, *, insights: Any = None
+    run: RunResult,
+    out_dir: Path,
+    formats: Iterable[str] | None = None,
+    *,
+    insights: Any = None,
+    templates: Path | None = None,
 ) -> list[Path]:
     """Write ``run`` in each of ``formats`` (names as :func:`parse_formats` accepts; ``None``: all) into
     ``out_dir``, each atomically; returns the paths written, in :data:`FORMATS` order.
 
     ``insights`` (from :mod:`auditor.history`: a ``RunInsights``, a ``HistoryUnavailable`` or None) adds
     what changed since the previous run, gap ages, accrued cost and the trend to the HTML and Excel reports.
+    ``templates`` is a directory overriding the HTML templates file by file (``auditor report --templates``).
 
     Raises :class:`UnknownFormatError` before writing anything, and :class:`OutputDirectoryError` when the
     directory or a file cannot be written (the file it was writing keeps its previous content).
@@ -161,7 +167,7 @@ def write_reports(
             continue
         target = out_dir / report.filename
         try:
-            written.append(report.write(run, target, insights))
+            written.append(report.write(run, target, insights, templates))
         except OSError as exc:
             raise OutputDirectoryError(
                 f"cannot write {target} ({exc.strerror or exc})",

@@ -64,7 +64,6 @@ _TABLE_NAMES: Final = {
 # Text a spreadsheet would evaluate (OWASP "CSV injection" prefixes).
 _FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 _MAX_CELL_TEXT: Final = 32_767
-_UNKNOWN: Final = "unknown"
 
 _HEADER_FILL: Final = PatternFill("solid", start_color="1F3A5F", end_color="1F3A5F")
 _HEADER_FONT: Final = Font(bold=True, color="FFFFFF")
@@ -265,7 +264,7 @@ def _put_value(cell: Cell, column: Column, value: Any, currency: str) -> None:
     kind = column.kind
     if kind in (ColumnKind.COUNT, ColumnKind.MONEY):
         if value is None:
-            _put_text(cell, _UNKNOWN)
+            _put_text(cell, rows.UNKNOWN)
             cell.font = _UNKNOWN_FONT
             cell.alignment = _RIGHT_TOP
             return
@@ -361,7 +360,7 @@ def _fit_columns(sheet: Worksheet, columns: Sequence[Column], records: Sequence[
 
 def _display_text(column: Column, value: Any) -> str:
     if value is None:
-        return _UNKNOWN if column.kind in (ColumnKind.COUNT, ColumnKind.MONEY) else ""
+        return rows.UNKNOWN if column.kind in (ColumnKind.COUNT, ColumnKind.MONEY) else ""
     if column.kind is ColumnKind.MONEY and isinstance(value, int | float):
         return f"£{value:,.2f}"
     if column.kind is ColumnKind.COUNT and isinstance(value, int):

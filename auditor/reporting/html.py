@@ -11,6 +11,7 @@ All figures and rows come from :mod:`auditor.reporting.rows`; this module only l
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -27,7 +28,12 @@ from auditor.model import RunResult, Severity, Status, TenantResult
 from auditor.reporting import rows
 from auditor.reporting.atomic import atomic_write_text
 from auditor.reporting.rows import ColumnKind
-from auditor.reporting.templates import MAIN_TEMPLATE, TemplateDirectoryError, template_environment
+from auditor.reporting.templates import (
+    MAIN_TEMPLATE,
+    TemplateDirectoryError,
+    check_templates_dir,
+    template_environment,
+)
 
 __all__ = ["COST_CHART_TOP", "render_html", "render_html_text"]
 
@@ -69,19 +75,27 @@ def render_html(
     return atomic_write_text(Path(out_path), render_html_text(run, templates=templates, insights=insights))
 
 
-def render_html_text(run: RunResult, *, templates: Path | None = None, insights: rows.Insights = None) -> str:
-    """The HTML page for ``run`` as a string (what :func:`render_html` writes)."""
+@functools.lru_cache(maxsize=8)
+def _environment(templates: Path | None) -> jinja2.Environment:
+    # One environment per template directory, so a template is compiled once per process (jinja2 still
+    # reloads a template file that changed on disk).
     env = template_environment(templates)
-    style = _inline_asset(env, _STYLE_FILE, "</style")
-    script = _inline_asset(env, _SCRIPT_FILE, "</script")
     env.filters.update(
-        money=_money_filter,
+        money=rows.format_money,
         count=rows.format_count,
         utc=rows.format_datetime,
         days=rows.format_days,
         status_label=_status_label,
         severity_label=_severity_label,
     )
+    return env
+
+
+def render_html_text(run: RunResult, *, templates: Path | None = None, insights: rows.Insights = None) -> str:
+    """The HTML page for ``run`` as a string (what :func:`render_html` writes)."""
+    env = _environment(None if templates is None else check_templates_dir(templates).resolve())
+    style = _inline_asset(env, _STYLE_FILE, "</style")
+    script = _inline_asset(env, _SCRIPT_FILE, "</script")
     # Static files from the template directory (not data), checked above to hold no closing tag.
     inline = {"style": Markup(style), "script": Markup(script)}  # noqa: S704
     try:
@@ -405,10 +419,6 @@ def _shorten(text: str) -> str:
 
 
 # --- filters, assets, CSP ---------------------------------------------------------------------------------
-
-
-def _money_filter(amount: float | None, currency: str) -> str:
-    return rows.format_money(amount, currency)
 
 
 def _status_label(status: str | Status) -> str:

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from auditor.history import HistoryStore, RunInsights
 from auditor.model import RunResult
-from auditor.reporting import OutputDirectoryError, UnknownFormatError, prepare_out_dir
-from auditor.reporting.excel import render_excel
-from auditor.reporting.html import render_html
+from auditor.reporting import UnknownFormatError, write_reports
 from auditor.reporting.json_report import read_run
-from auditor.reporting.rows import Insights
+
+if TYPE_CHECKING:  # the renderers (pandas, openpyxl) load only when a report is written
+    from auditor.reporting.rows import Insights
 
 __all__ = [
     "HUMAN_FORMATS",
@@ -29,9 +29,8 @@ __all__ = [
     "render_saved_run",
 ]
 
-# What `auditor report` writes (the JSON is its input), in this order, and the file names (DESIGN §3.1).
+# What `auditor report` writes (the JSON is its input), in this order (DESIGN §3.1).
 HUMAN_FORMATS: Final = ("html", "xlsx")
-_FILENAMES: Final = {"html": "audit.html", "xlsx": "audit.xlsx"}
 
 
 @dataclass(frozen=True)
@@ -70,23 +69,11 @@ def render_reports(
     insights: Insights = None,
 ) -> list[Path]:
     """Write ``audit.html`` / ``audit.xlsx`` for ``run`` (with history ``insights``, if given) into
-    ``out_dir``, each atomically; returns the paths. Raises :class:`OutputDirectoryError` when ``out_dir`` or a file cannot be written (a file it
-    was writing keeps its previous content) and :class:`TemplateDirectoryError` for unusable templates."""
-    out_dir = prepare_out_dir(out_dir)
-    written: list[Path] = []
-    for name in formats:
-        target = out_dir / _FILENAMES[name]
-        try:
-            if name == "html":
-                written.append(render_html(run, target, templates=templates, insights=insights))
-            else:
-                written.append(render_excel(run, target, insights=insights))
-        except OSError as exc:
-            raise OutputDirectoryError(
-                f"cannot write {target} ({exc.strerror or exc})",
-                hint="Check free space and permissions of the --out directory, then re-run.",
-            ) from exc
-    return written
+    ``out_dir``, each atomically; returns the paths (:func:`auditor.reporting.write_reports` with
+    ``--templates``). Raises :class:`OutputDirectoryError` when ``out_dir`` or a file cannot be written (a
+    file it was writing keeps its previous content) and :class:`TemplateDirectoryError` for unusable
+    templates."""
+    return write_reports(run, out_dir, formats, insights=insights, templates=templates)
 
 
 def load_insights(history: Path, run_id: str) -> RunInsights:

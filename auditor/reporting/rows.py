@@ -142,13 +142,6 @@ class Table:
         """The rows as dicts (every frame column, helper columns included), in order."""
         return [{str(k): v for k, v in row.items()} for row in self.frame.to_dict("records")]
 
-    def column(self, key: str) -> Column:
-        """The column spec with ``key``."""
-        for column in self.columns:
-            if column.key == key:
-                return column
-        raise KeyError(key)
-
     def __len__(self) -> int:
         return len(self.frame)
 

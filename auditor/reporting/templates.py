@@ -24,6 +24,7 @@ __all__ = [
     "MAIN_TEMPLATE",
     "TemplateDirectoryError",
     "builtin_templates_dir",
+    "check_templates_dir",
     "template_environment",
 ]
 
@@ -55,6 +56,17 @@ def builtin_templates_dir() -> Path:
     )
 
 
+def check_templates_dir(user_dir: Path) -> Path:
+    """``--templates DIR`` as a Path; raises :class:`TemplateDirectoryError` when it is not a directory."""
+    user_dir = Path(user_dir)
+    if not user_dir.is_dir():
+        raise TemplateDirectoryError(
+            f"--templates {user_dir}: not a directory",
+            hint="Give a directory holding audit.html.j2 and/or audit.css / audit.js to override.",
+        )
+    return user_dir
+
+
 def template_environment(user_dir: Path | None = None) -> jinja2.Environment:
     """A jinja2 environment over ``user_dir`` (if given, searched first) and the built-in templates.
 
@@ -64,13 +76,7 @@ def template_environment(user_dir: Path | None = None) -> jinja2.Environment:
     builtin = jinja2.FileSystemLoader(builtin_templates_dir())
     loaders: list[jinja2.BaseLoader] = []
     if user_dir is not None:
-        user_dir = Path(user_dir)
-        if not user_dir.is_dir():
-            raise TemplateDirectoryError(
-                f"--templates {user_dir}: not a directory",
-                hint="Give a directory holding audit.html.j2 and/or audit.css / audit.js to override.",
-            )
-        loaders.append(jinja2.FileSystemLoader(user_dir))
+        loaders.append(jinja2.FileSystemLoader(check_templates_dir(user_dir)))
     loaders.append(builtin)
     loaders.append(jinja2.PrefixLoader({BUILTIN_PREFIX: builtin}))
     return jinja2.Environment(

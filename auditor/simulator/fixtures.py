@@ -43,6 +43,12 @@ class FixtureError(ValueError):
 
 def load_fixture(path: Path) -> World:
     """Read a fixture file. Raises FixtureError naming the file, the key and the problem."""
+    return load_fixture_with_data(path)[0]
+
+
+def load_fixture_with_data(path: Path) -> tuple[World, dict[str, Any]]:
+    """Read a fixture file once: the world it describes and the file's data (what ``auditor demo`` writes
+    its config from). Raises FixtureError naming the file, the key and the problem."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -50,7 +56,7 @@ def load_fixture(path: Path) -> World:
     except tomllib.TOMLDecodeError as exc:
         raise FixtureError(f"{path}: not valid TOML: {exc}") from exc
     try:
-        return world_from_dict(data)
+        return world_from_dict(data), data
     except FixtureError as exc:
         raise FixtureError(f"{path}: {exc}") from exc
 

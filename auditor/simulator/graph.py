@@ -596,9 +596,6 @@ class GraphService:
         key = (tenant.tenant_id, app_id)
         self._mailbox_in_flight[key] -= 1
 
-    def mailbox_requests_in_flight(self, tenant_id: str, app_id: str) -> int:
-        return self._mailbox_in_flight.get((tenant_id.lower(), app_id), 0)
-
     @staticmethod
     def _query_map(query: list[tuple[str, str]]) -> dict[str, str]:
         result: dict[str, str] = {}

@@ -12,8 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from auditor.cli import doctor as doctor_cli
-from auditor.cli import permissions as permissions_cli
+from auditor.cli.main import app as main_app
 from auditor.doctor import Check, CheckStatus, DoctorOptions, DoctorReport, run_doctor
 from auditor.logs import JsonLogFormatter
 from auditor.simulator import GraphSimulator
@@ -22,16 +21,8 @@ from tests.integration.conftest import write_demo_config
 
 
 def cli_app() -> typer.Typer:
-    """The commands as auditor.cli.main will register them."""
-    app = typer.Typer(pretty_exceptions_enable=False)
-    app.command(name="doctor")(doctor_cli.doctor)
-    app.command(name="permissions")(permissions_cli.permissions)
-
-    @app.callback()
-    def _root() -> None:
-        """test root"""
-
-    return app
+    """The `auditor` command line (doctor and permissions among its commands)."""
+    return main_app
 
 
 def by(report: DoctorReport, tenant: str) -> dict[str, Check]:

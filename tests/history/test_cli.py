@@ -1,26 +1,16 @@
-"""`auditor history` through Typer's CliRunner, registered on a local app as main.py will register it."""
+"""`auditor history` through Typer's CliRunner and the real `auditor` app."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner, Result
 
-from auditor.cli.history import history
+from auditor.cli.main import app
 from auditor.history import HistoryStore
 from auditor.model import FindingCode, RemediationAction, RunMode, Status
 from tests.history.builders import CONTOSO, DAY, FABRIKAM, T0, record_all, run, tenant
-
-app = typer.Typer(pretty_exceptions_enable=False)
-app.command(name="history")(history)
-
-
-@app.callback()
-def _root() -> None:
-    """Test app: a group, so the command is invoked by name as in the real CLI."""
-
 
 CONFIG = """
 [billing]

@@ -31,13 +31,6 @@ CONTOSO = DEMO_TENANTS["contoso"]
 NEW_MAILBOX_ID = "0f0f0f0f-1111-4222-8333-444455556666"
 
 
-@pytest.fixture
-def env_sim(fresh_sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
-    for name, value in fresh_sim.credentials.items():
-        monkeypatch.setenv(name, value)
-    return fresh_sim
-
-
 async def audit_and_record(config: AuditConfig, *, days_ago: float = 0) -> tuple[RunResult, RunInsights]:
     with open_history(config) as history:
         run = await run_fleet(
@@ -83,10 +76,10 @@ def break_contoso(sim: GraphSimulator) -> None:
 
 
 @pytest.mark.slow  # about 4 s: two audits of the 15 simulated tenants with the real SDKs
-async def test_two_runs_with_one_tenant_changed(env_sim: GraphSimulator, tmp_path: Path) -> None:
-    config = write_demo_config(env_sim, tmp_path)
+async def test_two_runs_with_one_tenant_changed(fresh_sim_env: GraphSimulator, tmp_path: Path) -> None:
+    config = write_demo_config(fresh_sim_env, tmp_path)
     first, _ = await audit_and_record(config, days_ago=3)
-    break_contoso(env_sim)
+    break_contoso(fresh_sim_env)
     second, insights = await audit_and_record(config)
 
     # Exactly that change.
@@ -143,7 +136,7 @@ async def test_two_runs_with_one_tenant_changed(env_sim: GraphSimulator, tmp_pat
     )
 
     # No secret in any row, nor anywhere in the files.
-    secrets = secret_strings(env_sim)
+    secrets = secret_strings(fresh_sim_env)
     database = tmp_path / "history.sqlite"
     assert rows_containing(database, secrets) == []
     assert files_containing(tmp_path, secrets) == []

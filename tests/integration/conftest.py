@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from auditor.config import AuditConfig, load_config
 from auditor.simulator import GraphSimulator
 from tests.conftest import _DEMO
@@ -70,11 +68,3 @@ def write_demo_config(sim: GraphSimulator, directory: Path, **kwargs: Any) -> Au
     path = directory / "audit.toml"
     path.write_text(demo_config_text(sim, **kwargs))
     return load_config(path)
-
-
-@pytest.fixture
-def sim_env(sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
-    """The simulator's credentials in the environment, as a scheduler would provide them."""
-    for name, value in sim.credentials.items():
-        monkeypatch.setenv(name, value)
-    return sim

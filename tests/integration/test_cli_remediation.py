@@ -17,13 +17,6 @@ FIXABLE = {"fabrikam", "northwind", "adatum", "litware", "lucerne"}
 KEY_BY_ID = {tenant_id: key for key, tenant_id in DEMO_TENANTS.items()}
 
 
-@pytest.fixture
-def env_sim(fresh_sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
-    for name, value in fresh_sim.credentials.items():
-        monkeypatch.setenv(name, value)
-    return fresh_sim
-
-
 def invoke(config: Path, out: Path, *extra: str) -> tuple[int, str]:
     result = CliRunner().invoke(
         app, ["audit", "--config", str(config), "--out", str(out), "--format", "json", *extra]
@@ -36,23 +29,23 @@ def post_count(sim: GraphSimulator) -> int:
 
 
 def test_without_a_terminal_and_without_yes_nothing_is_written(
-    env_sim: GraphSimulator, tmp_path: Path
+    fresh_sim_env: GraphSimulator, tmp_path: Path
 ) -> None:
-    write_demo_config(env_sim, tmp_path)
+    write_demo_config(fresh_sim_env, tmp_path)
     code, output = invoke(tmp_path / "audit.toml", tmp_path / "out", "--remediate")
     assert code == 2
     assert "--yes" in output and "nothing was audited or written" in output
     assert "Traceback" not in output
-    assert post_count(env_sim) == 0 and env_sim.count(route="users.list") == 0
+    assert post_count(fresh_sim_env) == 0 and fresh_sim_env.count(route="users.list") == 0
     assert not (tmp_path / "out" / "audit.json").exists()
 
 
-def test_dry_run_records_the_plan_and_writes_nothing(env_sim: GraphSimulator, tmp_path: Path) -> None:
-    write_demo_config(env_sim, tmp_path)
+def test_dry_run_records_the_plan_and_writes_nothing(fresh_sim_env: GraphSimulator, tmp_path: Path) -> None:
+    write_demo_config(fresh_sim_env, tmp_path)
     out = tmp_path / "out"
     code, output = invoke(tmp_path / "audit.toml", out, "--remediate", "--dry-run")
     assert code == 3  # the demo fleet has tenants that cannot be audited
-    assert post_count(env_sim) == 0
+    assert post_count(fresh_sim_env) == 0
     run = json.loads((out / "audit.json").read_text())
     assert run["run"]["mode"] == "dry_run"
     planned = {KEY_BY_ID[t["tenant_id"]] for t in run["tenants"] if t["remediation"]["action"] == "planned"}
@@ -63,12 +56,12 @@ def test_dry_run_records_the_plan_and_writes_nothing(env_sim: GraphSimulator, tm
     assert all(line["action"] == "plan" for line in journal)
 
 
-def test_remediate_yes_fixes_and_reports(env_sim: GraphSimulator, tmp_path: Path) -> None:
-    write_demo_config(env_sim, tmp_path)
+def test_remediate_yes_fixes_and_reports(fresh_sim_env: GraphSimulator, tmp_path: Path) -> None:
+    write_demo_config(fresh_sim_env, tmp_path)
     out = tmp_path / "out"
     code, output = invoke(tmp_path / "audit.toml", out, "--remediate", "--yes")
     assert code == 3
-    assert post_count(env_sim) == len(FIXABLE)
+    assert post_count(fresh_sim_env) == len(FIXABLE)
     run = json.loads((out / "audit.json").read_text())
     assert run["run"]["mode"] == "remediate"
     statuses = {KEY_BY_ID[t["tenant_id"]]: t["status"] for t in run["tenants"]}
@@ -82,7 +75,7 @@ def test_remediate_yes_fixes_and_reports(env_sim: GraphSimulator, tmp_path: Path
     assert len(creates) == len(FIXABLE)
     # and an immediate second run writes nothing
     code, _ = invoke(tmp_path / "audit.toml", tmp_path / "out2", "--remediate", "--yes")
-    assert post_count(env_sim) == len(FIXABLE)
+    assert post_count(fresh_sim_env) == len(FIXABLE)
 
 
 @pytest.mark.parametrize("flag", [["--dry-run"], ["--yes"], ["--max-changes", "2"]])
@@ -94,18 +87,18 @@ def test_remediation_flags_need_remediate(tmp_path: Path, flag: list[str]) -> No
 
 @pytest.mark.parametrize("answer", [False, True])
 def test_at_a_terminal_the_plan_is_confirmed_first(
-    env_sim: GraphSimulator, tmp_path: Path, answer: bool
+    fresh_sim_env: GraphSimulator, tmp_path: Path, answer: bool
 ) -> None:
     import io
 
     from auditor.app import AuditOptions, audit
 
-    write_demo_config(env_sim, tmp_path)
+    write_demo_config(fresh_sim_env, tmp_path)
     questions: list[str] = []
 
     def confirm(question: str) -> bool:
         questions.append(question)
-        assert post_count(env_sim) == 0, "nothing is written before the answer"
+        assert post_count(fresh_sim_env) == 0, "nothing is written before the answer"
         return answer
 
     stdout = io.StringIO()
@@ -119,6 +112,6 @@ def test_at_a_terminal_the_plan_is_confirmed_first(
     outcome = audit(options, stdout=stdout, confirm=confirm)
     assert questions == [f"Apply {len(FIXABLE)} change(s)? [y/N] "]
     assert "Remediation plan:" in stdout.getvalue()
-    assert post_count(env_sim) == (len(FIXABLE) if answer else 0)
+    assert post_count(fresh_sim_env) == (len(FIXABLE) if answer else 0)
     actions = {t.remediation.action.value for t in outcome.run.tenants if KEY_BY_ID[t.tenant_id] in FIXABLE}
     assert actions == ({"created"} if answer else {"planned"})

@@ -82,10 +82,9 @@ def _naive(text: str) -> datetime:
 
 @pytest.mark.slow  # two audits of the 15 simulated tenants with the real SDKs
 def test_second_report_lists_exactly_the_change(
-    fresh_sim: GraphSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_sim_env: GraphSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in fresh_sim.credentials.items():
-        monkeypatch.setenv(name, value)
+    fresh_sim = fresh_sim_env
     config = write_demo_config(fresh_sim, tmp_path).path  # history: tmp_path/history.sqlite (the default)
     formats = ("json", "html", "xlsx")
     with monkeypatch.context() as clock:

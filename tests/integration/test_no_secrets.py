@@ -27,7 +27,7 @@ import pytest
 from auditor.config import load_config
 from auditor.simulator import GraphSimulator
 from tests.integration.conftest import demo_config_text
-from tests.notify.conftest import (
+from tests.receivers import (
     SMTP_PASSWORD,
     SMTP_PASSWORD_ENV,
     SMTP_USER,
@@ -35,13 +35,8 @@ from tests.notify.conftest import (
     WEBHOOK_URL_ENV,
     SmtpServer,
     WebhookReceiver,
-    server_tls,
-    smtp_server,
-    webhook_receiver,
+    notifications_toml,
 )
-from tests.notify.test_audit_notifications import notifications_toml
-
-__all__ = ["server_tls", "smtp_server", "webhook_receiver"]  # fixtures used here, defined for tests/notify
 
 AUDITOR = Path(sys.executable).parent / "auditor"
 STALE_TOKEN = "st4le-webhook-t0ken-Qw9"

@@ -26,13 +26,6 @@ KEY_BY_ID = {tenant_id: key for key, tenant_id in DEMO_TENANTS.items()}
 FIXABLE = {"fabrikam", "northwind", "adatum", "litware", "lucerne"}
 
 
-@pytest.fixture
-def env_sim(fresh_sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
-    for name, value in fresh_sim.credentials.items():
-        monkeypatch.setenv(name, value)
-    return fresh_sim
-
-
 async def run(
     config: AuditConfig, journal: Journal, keys: set[str] | None = None, **options: Any
 ) -> dict[str, TenantResult]:
@@ -73,11 +66,11 @@ def security_readers(sim: GraphSimulator, key: str, principal: str) -> int:
     )
 
 
-async def test_one_post_per_fixable_tenant_then_none(env_sim: GraphSimulator, tmp_path: Path) -> None:
-    config = write_demo_config(env_sim, tmp_path)
+async def test_one_post_per_fixable_tenant_then_none(fresh_sim_env: GraphSimulator, tmp_path: Path) -> None:
+    config = write_demo_config(fresh_sim_env, tmp_path)
     journal = Journal(tmp_path / "remediation.jsonl")
     results = await run(config, journal)
-    sent = posts(env_sim)
+    sent = posts(fresh_sim_env)
     assert {KEY_BY_ID[p.tenant_id] for p in sent} == FIXABLE
     assert len(sent) == len(FIXABLE), "exactly one POST per fixable tenant"
     for post in sent:
@@ -89,15 +82,15 @@ async def test_one_post_per_fixable_tenant_then_none(env_sim: GraphSimulator, tm
             "roleDefinitionId": SECURITY_READER,
             "directoryScopeId": "/",
         }
-        assert security_readers(env_sim, key, vendor.record.id) == 1
+        assert security_readers(fresh_sim_env, key, vendor.record.id) == 1
     for key in FIXABLE:
         assert results[key].status is Status.REMEDIATED, key
         assert results[key].remediation.action is A.CREATED
     # a disabled SP that holds the role: nothing the tool may fix
     assert results["coho"].status is Status.NON_COMPLIANT and results["coho"].remediation.action is A.NONE
     # never a look-alike: Litware's POST went to the vendor's app, not the same-named one registered locally
-    litware_post = posts(env_sim, "litware")[0]
-    state = env_sim.world.tenant(DEMO_TENANTS["litware"])
+    litware_post = posts(fresh_sim_env, "litware")[0]
+    state = fresh_sim_env.world.tenant(DEMO_TENANTS["litware"])
     assert state is not None
     lookalike = next(
         sp
@@ -119,20 +112,20 @@ async def test_one_post_per_fixable_tenant_then_none(env_sim: GraphSimulator, tm
     )
     assert {line["service_principal_id"] for line in creates} == {p.body["principalId"] for p in sent}
 
-    env_sim.reset_observations()
+    fresh_sim_env.reset_observations()
     again = await run(config, journal)
-    assert posts(env_sim) == [], "an immediate second run writes nothing"
+    assert posts(fresh_sim_env) == [], "an immediate second run writes nothing"
     for key in FIXABLE:
         assert again[key].status is Status.COMPLIANT
         assert again[key].remediation.action is A.NONE
 
 
 async def test_assignment_appearing_between_read_and_write_is_already_present(
-    env_sim: GraphSimulator, tmp_path: Path
+    fresh_sim_env: GraphSimulator, tmp_path: Path
 ) -> None:
-    config = write_demo_config(env_sim, tmp_path)
+    config = write_demo_config(fresh_sim_env, tmp_path)
     tenant_id = DEMO_TENANTS["fabrikam"]
-    state = env_sim.world.tenant(tenant_id)
+    state = fresh_sim_env.world.tenant(tenant_id)
     assert state is not None
     vendor = next(sp for sp in state.service_principals if sp["displayName"] == "USS AzureAD")
 
@@ -144,7 +137,7 @@ async def test_assignment_appearing_between_read_and_write_is_already_present(
         found = await original(self, principal_id)
         calls += 1
         if calls == 1:  # right after the auditor's re-read, an administrator assigns the role by hand
-            env_sim.call(
+            fresh_sim_env.call(
                 state.role_assignments.append,
                 {
                     "id": "manual-1",
@@ -164,29 +157,31 @@ async def test_assignment_appearing_between_read_and_write_is_already_present(
         Applier._existing = original  # type: ignore[method-assign]
     assert results["fabrikam"].remediation.action is A.ALREADY_PRESENT
     assert results["fabrikam"].status is Status.REMEDIATED and results["fabrikam"].error is None
-    assert [p.status for p in posts(env_sim, "fabrikam")] == [400]
-    assert security_readers(env_sim, "fabrikam", vendor["id"]) == 1
+    assert [p.status for p in posts(fresh_sim_env, "fabrikam")] == [400]
+    assert security_readers(fresh_sim_env, "fabrikam", vendor["id"]) == 1
 
 
 async def test_503_after_the_server_created_it_leaves_exactly_one(
-    env_sim: GraphSimulator, tmp_path: Path
+    fresh_sim_env: GraphSimulator, tmp_path: Path
 ) -> None:
-    config = write_demo_config(env_sim, tmp_path)
-    env_sim.add_fault_rule(
+    config = write_demo_config(fresh_sim_env, tmp_path)
+    fresh_sim_env.add_fault_rule(
         FaultRule(route="roleAssignments.create", tenant_id=DEMO_TENANTS["northwind"], status=503, after=True)
     )
     results = await run(config, Journal(tmp_path / "j.jsonl"), {"northwind"})
     vendor = results["northwind"].service_principal
     assert vendor is not None
-    assert [p.status for p in posts(env_sim, "northwind")] == [503], "re-read, not a blind second POST"
-    assert security_readers(env_sim, "northwind", vendor.record.id) == 1
+    assert [p.status for p in posts(fresh_sim_env, "northwind")] == [503], "re-read, not a blind second POST"
+    assert security_readers(fresh_sim_env, "northwind", vendor.record.id) == 1
     assert results["northwind"].remediation.action is A.CREATED
     assert "503" in results["northwind"].remediation.detail
 
 
-async def test_429_on_the_post_is_retried_after_retry_after(env_sim: GraphSimulator, tmp_path: Path) -> None:
-    config = write_demo_config(env_sim, tmp_path)
-    env_sim.add_fault_rule(
+async def test_429_on_the_post_is_retried_after_retry_after(
+    fresh_sim_env: GraphSimulator, tmp_path: Path
+) -> None:
+    config = write_demo_config(fresh_sim_env, tmp_path)
+    fresh_sim_env.add_fault_rule(
         FaultRule(
             route="roleAssignments.create",
             tenant_id=DEMO_TENANTS["adatum"],
@@ -197,22 +192,22 @@ async def test_429_on_the_post_is_retried_after_retry_after(env_sim: GraphSimula
         )
     )
     results = await run(config, Journal(tmp_path / "j.jsonl"), {"adatum"})
-    sent = posts(env_sim, "adatum")
+    sent = posts(fresh_sim_env, "adatum")
     assert [p.status for p in sent] == [429, 201]
     assert sent[1].time - sent[0].time >= 1.0
     vendor = results["adatum"].service_principal
-    assert vendor is not None and security_readers(env_sim, "adatum", vendor.record.id) == 1
+    assert vendor is not None and security_readers(fresh_sim_env, "adatum", vendor.record.id) == 1
     assert results["adatum"].remediation.action is A.CREATED
 
 
 async def test_403_fails_with_the_hint_and_leaves_others_alone(
-    env_sim: GraphSimulator, tmp_path: Path
+    fresh_sim_env: GraphSimulator, tmp_path: Path
 ) -> None:
-    config = write_demo_config(env_sim, tmp_path)
-    state = env_sim.world.tenant(DEMO_TENANTS["lucerne"])
+    config = write_demo_config(fresh_sim_env, tmp_path)
+    state = fresh_sim_env.world.tenant(DEMO_TENANTS["lucerne"])
     assert state is not None
     consent = next(iter(state.consents.values()))
-    env_sim.call(consent.discard, "RoleManagement.ReadWrite.Directory")
+    fresh_sim_env.call(consent.discard, "RoleManagement.ReadWrite.Directory")
     results = await run(config, Journal(tmp_path / "j.jsonl"), {"lucerne", "fabrikam"})
     lucerne = results["lucerne"].remediation
     assert lucerne.action is A.FAILED
@@ -224,14 +219,14 @@ async def test_403_fails_with_the_hint_and_leaves_others_alone(
     )
 
 
-async def test_remediate_false_and_max_changes(env_sim: GraphSimulator, tmp_path: Path) -> None:
-    config = write_demo_config(env_sim, tmp_path, extra_tenant_keys={"fabrikam": {"remediate": False}})
+async def test_remediate_false_and_max_changes(fresh_sim_env: GraphSimulator, tmp_path: Path) -> None:
+    config = write_demo_config(fresh_sim_env, tmp_path, extra_tenant_keys={"fabrikam": {"remediate": False}})
     results = await run(
         config, Journal(tmp_path / "j.jsonl"), {"fabrikam", "northwind", "adatum"}, max_changes=1
     )
     assert results["fabrikam"].remediation.action is A.REFUSED
     assert "remediate = false" in results["fabrikam"].remediation.detail
-    assert len(posts(env_sim)) == 1
+    assert len(posts(fresh_sim_env)) == 1
     assert {results["northwind"].remediation.action, results["adatum"].remediation.action} == {
         A.CREATED,
         A.PLANNED,
@@ -239,14 +234,14 @@ async def test_remediate_false_and_max_changes(env_sim: GraphSimulator, tmp_path
 
 
 async def test_separate_write_credential_is_used_for_the_post(
-    env_sim: GraphSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_sim_env: GraphSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The read identity lacks the write permission; the write identity (a certificate) has it.
     path = tmp_path / "audit.toml"
     from tests.integration.conftest import demo_config_text
 
-    text = demo_config_text(env_sim)
-    cert = env_sim.credentials["USS_DEMO_AUDITOR_CERTIFICATE"]
+    text = demo_config_text(fresh_sim_env)
+    cert = fresh_sim_env.credentials["USS_DEMO_AUDITOR_CERTIFICATE"]
     text = text.replace("[[tenants]]", f'[remediation_auth]\ncertificate_path = "{cert}"\n\n[[tenants]]', 1)
     path.write_text(text)
     from auditor.config import load_config
@@ -258,7 +253,7 @@ async def test_separate_write_credential_is_used_for_the_post(
     assert results["fabrikam"].remediation.action is A.CREATED
     tokens = [
         r
-        for r in env_sim.requests()
+        for r in fresh_sim_env.requests()
         if r.route == "identity.token" and r.time >= started and r.tenant_id == DEMO_TENANTS["fabrikam"]
     ]
     assert len(tokens) == 2, "one sign-in to read, one with the write credential"

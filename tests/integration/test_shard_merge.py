@@ -13,17 +13,17 @@ import stat
 import subprocess
 import sys
 import tomllib
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # pyyaml: a dev extra, installed by `make test`
 from typer.testing import CliRunner
 
 from auditor.app import AuditOptions, audit
 from auditor.cli.main import app as cli_app
-from auditor.config import load_config, select_tenants
+from auditor.config import load_config
 from auditor.constants import ExitCode
 from auditor.model import RunResult, TenantResult
 from auditor.reporting.json_report import read_run
@@ -33,9 +33,7 @@ from auditor.shard import (
     MergeOptions,
     Shard,
     merge_reports,
-    part_manifest,
     read_part,
-    write_part_manifest,
 )
 from auditor.simulator import GraphSimulator
 from tests.conftest import ROOT
@@ -44,11 +42,6 @@ from tests.integration.conftest import write_demo_config
 DEPLOY = ROOT / "deploy"
 SH = shutil.which("sh") or "/bin/sh"
 SHARDS = 3
-
-# `auditor audit --shard` and `auditor merge` are wired into auditor.app / auditor.cli.main by the glue
-# described in deploy/README.md; until then the parts are written the way that glue writes them.
-GLUED = "shard" in {f.name for f in fields(AuditOptions)}
-MERGE_REGISTERED = any(c.name == "merge" for c in cli_app.registered_commands)
 
 
 class _Quiet(Progress):
@@ -83,21 +76,8 @@ def stable(result: TenantResult) -> dict[str, Any]:
 
 def audit_part(config_path: Path, shard: Shard, out: Path) -> RunResult:
     """What `auditor audit --config CONFIG --shard K/N --out OUT --format json` does."""
-    if GLUED:
-        glued: dict[str, Any] = {"shard": str(shard)}
-        options = AuditOptions(config=config_path, out_dir=out, formats=("json",), **glued)
-        return audit(options, progress=_Quiet(), stdout=io.StringIO()).run
-    config = load_config(config_path)
-    selected = select_tenants(config)
-    ids = tuple(t.tenant_id for t in shard.select(selected))
-    assert ids, f"shard {shard} of the demo fleet is empty"  # --tenant with nothing would mean "all"
-    outcome = audit(
-        AuditOptions(config=config_path, out_dir=out, formats=("json",), tenants=ids),
-        progress=_Quiet(),
-        stdout=io.StringIO(),
-    )
-    write_part_manifest(out, part_manifest(shard, outcome.run, config, selected))
-    return outcome.run
+    options = AuditOptions(config=config_path, out_dir=out, formats=("json",), shard=str(shard))
+    return audit(options, progress=_Quiet(), stdout=io.StringIO()).run
 
 
 def test_three_shards_merged_equal_one_unsharded_run(sim_env: GraphSimulator, tmp_path: Path) -> None:
@@ -133,7 +113,6 @@ def test_three_shards_merged_equal_one_unsharded_run(sim_env: GraphSimulator, tm
         assert part.shard == Shard(k, SHARDS) and part.manifest.run_id == part.run.run_id
 
 
-@pytest.mark.skipif(not (GLUED and MERGE_REGISTERED), reason="--shard / merge not wired into the CLI yet")
 def test_cli_shard_and_merge(sim_env: GraphSimulator, tmp_path: Path) -> None:
     config = write_demo_config(sim_env, tmp_path)
     runner = CliRunner()
@@ -172,7 +151,6 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 def kubernetes_documents() -> list[dict[str, Any]]:
-    yaml = pytest.importorskip("yaml")  # pyyaml: a dev-only dependency
     return [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "cronjob.yaml").read_text()) if d]
 
 
@@ -309,7 +287,6 @@ def test_the_pod_script_shards_then_merges_in_pod_0(
     )
 
 
-@pytest.mark.skipif(not (GLUED and MERGE_REGISTERED), reason="--shard / merge not wired into the CLI yet")
 def test_the_pod_script_with_the_real_auditor(sim_env: GraphSimulator, tmp_path: Path) -> None:
     config = write_demo_config(sim_env, tmp_path)
     whole = audit(

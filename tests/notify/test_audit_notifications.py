@@ -19,7 +19,7 @@ from auditor.shard import MergeOptions, merge_reports
 from auditor.simulator import GraphSimulator
 from tests.conftest import DEMO_TENANTS
 from tests.integration.conftest import demo_config_text
-from tests.notify.conftest import (
+from tests.receivers import (
     SMTP_PASSWORD,
     SMTP_PASSWORD_ENV,
     SMTP_USER,
@@ -28,44 +28,10 @@ from tests.notify.conftest import (
     WebhookReceiver,
     body_of,
     free_port,
+    notifications_toml,
 )
 
 FORMATS = ("json", "html", "xlsx")
-
-
-def notifications_toml(
-    *,
-    smtp_port: int,
-    ca_file: Path | None,
-    email_when: str = "always",
-    webhook_when: str = "always",
-    webhook_format: str = "slack",
-) -> str:
-    """A [notifications] table as an operator writes it: secrets by environment variable name only."""
-    return f"""
-[notifications]
-report_url = "https://intranet.example/uss/latest/audit.html"
-
-[[notifications.email]]
-name = "billing e-mail"
-when = "{email_when}"
-smtp_host = "127.0.0.1"
-smtp_port = {smtp_port}
-security = "starttls"
-username = "{SMTP_USER}"
-password_env = "{SMTP_PASSWORD_ENV}"
-from = "uss-auditor@example.com"
-to = ["billing@example.com"]
-timeout_seconds = 5
-ca_bundle = "{ca_file}"
-
-[[notifications.webhook]]
-name = "billing channel"
-format = "{webhook_format}"
-url_env = "{WEBHOOK_URL_ENV}"
-when = "{webhook_when}"
-timeout_seconds = 5
-"""
 
 
 def write_config(sim: GraphSimulator, directory: Path, notifications: str) -> Path:
@@ -76,20 +42,17 @@ def write_config(sim: GraphSimulator, directory: Path, notifications: str) -> Pa
     return path
 
 
-@pytest.fixture
-def env(
-    sim_env_any: GraphSimulator, monkeypatch: pytest.MonkeyPatch, webhook_receiver: WebhookReceiver
-) -> GraphSimulator:
+def receivers_in_environment(monkeypatch: pytest.MonkeyPatch, webhook_receiver: WebhookReceiver) -> None:
     monkeypatch.setenv(SMTP_PASSWORD_ENV, SMTP_PASSWORD)
     monkeypatch.setenv(WEBHOOK_URL_ENV, webhook_receiver.url)
-    return sim_env_any
 
 
 @pytest.fixture
-def sim_env_any(sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
-    for name, value in sim.credentials.items():
-        monkeypatch.setenv(name, value)
-    return sim
+def env(
+    sim_env: GraphSimulator, monkeypatch: pytest.MonkeyPatch, webhook_receiver: WebhookReceiver
+) -> GraphSimulator:
+    receivers_in_environment(monkeypatch, webhook_receiver)
+    return sim_env
 
 
 @pytest.mark.slow  # one audit of the 15 simulated tenants with the real SDKs
@@ -172,16 +135,14 @@ def _remove_security_reader(sim: GraphSimulator, tenant_key: str) -> None:
 
 @pytest.mark.slow  # three audits of the 15 simulated tenants
 def test_on_change_follows_the_history(
-    fresh_sim: GraphSimulator,
+    fresh_sim_env: GraphSimulator,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     smtp_server: SmtpServer,
     webhook_receiver: WebhookReceiver,
 ) -> None:
-    for name, value in fresh_sim.credentials.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv(SMTP_PASSWORD_ENV, SMTP_PASSWORD)
-    monkeypatch.setenv(WEBHOOK_URL_ENV, webhook_receiver.url)
+    fresh_sim = fresh_sim_env
+    receivers_in_environment(monkeypatch, webhook_receiver)
     assert smtp_server.tls is not None
     notifications = notifications_toml(
         smtp_port=smtp_server.port,

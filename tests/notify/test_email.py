@@ -16,7 +16,7 @@ from auditor.notify import Delivery, EmailSettings, NotificationOutcome, Policy,
 from auditor.notify import NotificationSettings as Settings
 from auditor.notify.digest import digest_run
 from auditor.notify.email import build_message, render_html
-from tests.notify.conftest import (
+from tests.receivers import (
     SMTP_PASSWORD,
     SMTP_PASSWORD_ENV,
     SMTP_USER,

@@ -23,7 +23,7 @@ from auditor.notify import (
 )
 from auditor.notify.digest import RunDigest
 from auditor.notify.settings import Channel
-from tests.notify.conftest import (
+from tests.receivers import (
     SMTP_PASSWORD,
     SMTP_PASSWORD_ENV,
     SMTP_USER,

@@ -23,7 +23,7 @@ from auditor.notify import (
     notify,
 )
 from auditor.notify.webhook import build_payload
-from tests.notify.conftest import WEBHOOK_TOKEN, WEBHOOK_URL_ENV, WebhookReceiver, free_port
+from tests.receivers import WEBHOOK_TOKEN, WEBHOOK_URL_ENV, WebhookReceiver, free_port
 from tests.reporting.sample import sample_run
 
 REPORT_URL = "https://intranet.example/uss/latest/audit.html"

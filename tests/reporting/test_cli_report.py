@@ -7,23 +7,18 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from auditor.cli.report import report
+from auditor.cli.main import app
 from auditor.reporting.json_report import write_json
 from auditor.reporting.render import parse_human_formats
 from auditor.reporting.templates import MAIN_TEMPLATE
 from tests.reporting.history_sample import history_runs, record_history
 from tests.reporting.sample import SAVED_RUN
 
-# The command on its own, as `auditor report` registers it.
-app = typer.Typer()
-app.command()(report)
-
 
 def _run(*args: str | Path) -> tuple[int, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
+    result = CliRunner().invoke(app, ["report", *(str(a) for a in args)])
     return result.exit_code, result.output
 
 

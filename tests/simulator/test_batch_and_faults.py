@@ -15,7 +15,7 @@ from kiota_abstractions.request_information import RequestInformation
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.unified_role_assignment import UnifiedRoleAssignment
 
-from auditor.graph.client import GraphSession, make_credential
+from auditor.graph.client import GraphSession, make_credential, send_for_bytes
 from auditor.simulator import FaultProfile, FaultRule, GraphSimulator
 from tests.conftest import DEMO_TENANTS, graph_session, settings_for
 
@@ -30,7 +30,7 @@ async def post_batch(session: GraphSession, requests: list[dict[str, Any]]) -> d
     info.headers.try_add("Content-Type", "application/json")
     info.headers.try_add("Accept", "application/json")
     info.content = json.dumps({"requests": requests}).encode()
-    raw = await session.client.request_adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+    raw = await send_for_bytes(session.client, info)
     return {item["id"]: item for item in json.loads(raw)["responses"]}
 
 

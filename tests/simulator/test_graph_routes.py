@@ -50,6 +50,7 @@ from msgraph.generated.users.item.mailbox_settings.mailbox_settings_request_buil
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
+from auditor.graph.client import send_for_bytes
 from auditor.simulator import GraphSimulator
 from auditor.simulator.world import TenantState
 from tests.conftest import DEMO_TENANTS, graph_session
@@ -138,9 +139,7 @@ def raw_request(
 
 
 async def raw_json(client: GraphServiceClient, path: str, **kwargs: Any) -> Any:
-    raw = await client.request_adapter.send_primitive_async(
-        raw_request(client, path, **kwargs), "bytes", {"XXX": ODataError}
-    )
+    raw = await send_for_bytes(client, raw_request(client, path, **kwargs))
     assert isinstance(raw, bytes)
     return json.loads(raw)
 
@@ -655,7 +654,7 @@ async def test_lucerne_pages_of_999_cover_every_user_once(sim: GraphSimulator) -
         client = session.client
         config = rc(user_query(select=["id", "userPrincipalName"], top=999))
         request = client.users.to_get_request_information(request_configuration=config)  # the builder's URL
-        raw = await client.request_adapter.send_primitive_async(request, "bytes", {"XXX": ODataError})
+        raw = await send_for_bytes(client, request)
         body = json.loads(raw)
         sizes, ids, links = [], [], []
         while True:
@@ -834,7 +833,7 @@ async def test_unknown_route_envelope_is_graphs(sim: GraphSimulator) -> None:
         client = session.client
         ri = raw_request(client, "/nonsense")
         try:
-            await client.request_adapter.send_primitive_async(ri, "bytes", {"XXX": ODataError})
+            await send_for_bytes(client, ri)
         except ODataError as exc:
             error = check_error(exc, 400, "BadRequest")
         else:

@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from auditor.cli.merge import merge
+from auditor.cli.main import app as main_app
 from auditor.config import AuditConfig, load_config, select_tenants
 from auditor.constants import ExitCode
 from auditor.errors import AuditorError, UsageError
@@ -519,15 +519,8 @@ def test_merge_checks_the_parts_against_the_config_given(tmp_path: Path) -> None
 
 
 def cli() -> typer.Typer:
-    """`merge` as `auditor merge` registers it (auditor.cli.main)."""
-    app = typer.Typer()
-    app.command(name="merge")(merge)
-
-    @app.callback()
-    def _root() -> None:
-        """Test root."""
-
-    return app
+    """The `auditor` command line (merge among its commands)."""
+    return main_app
 
 
 def test_cli_merge_exit_codes_follow_the_merged_tenants(tmp_path: Path) -> None:
