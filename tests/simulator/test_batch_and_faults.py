@@ -219,7 +219,10 @@ async def test_mailbox_concurrency_limit(sim: GraphSimulator) -> None:
 
     async with graph_session(sim, "alpine") as session:
         statuses = await asyncio.gather(*(read(session, u.id) for u in people))
-    assert statuses.count(200) == 4 and statuses.count(429) == 6
+    # Ten reads leave together; at most four are served at once. On a loaded machine a late request can
+    # arrive after an early one finished, so more than four may succeed, but never all ten.
+    assert statuses.count(200) >= 4 and statuses.count(429) >= 1
+    assert statuses.count(200) + statuses.count(429) == 10
 
 
 async def test_rule_applies_a_post_and_then_answers_503(fresh_sim: GraphSimulator) -> None:
