@@ -25,6 +25,7 @@ __all__ = ["DEFAULT_RUNS", "HistoryQuery", "runs_text", "show_history", "timelin
 
 DEFAULT_RUNS: Final = 20
 _NONE: Final = "-"
+_UNKNOWN: Final = "unknown"  # a value written by a newer auditor
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,11 @@ def show_history(query: HistoryQuery) -> str:
         )
     if not settings.path.exists():
         return f"No runs recorded yet: {settings.path} does not exist (`auditor audit` creates it).\n"
+    running = RunLock.is_held_elsewhere(settings.path)  # asked before the database is opened here
     with HistoryStore.open(settings.path, create=False) as store:
         if query.tenant is not None:
             return timeline_text(store, _one_tenant(store, query.tenant), query.runs)
-        return runs_text(store, query.runs, running=RunLock.is_held_elsewhere(settings.path))
+        return runs_text(store, query.runs, running=running)
 
 
 def runs_text(store: HistoryStore, limit: int, *, running: bool = False) -> str:
@@ -82,16 +84,17 @@ def _run_row(run: RunRecord, in_progress: bool) -> tuple[str, ...]:
     if totals is None:
         state = "in progress" if in_progress else "interrupted: never recorded (killed or crashed)"
         return (_NONE, _when(run.started_at), _NONE, _NONE, _NONE, _NONE, state)
-    by_status = (
-        ", ".join(f"{n} {status.value}" for status, n in totals.by_status.items() if n) or "no tenants"
-    )
+    counts = [f"{n} {status.value}" for status, n in totals.by_status.items() if n]
+    if totals.tenants_with_unknown_status:
+        counts.append(f"{totals.tenants_with_unknown_status} unknown")
+    by_status = ", ".join(counts) or "no tenants"
     cost = _money(totals.estimated_monthly_cost, totals.currency)
     if totals.tenants_with_unknown_cost:
         cost = "at least " + cost  # some tenants' cost is unknown (errors, ambiguous)
     return (
         (run.run_id or _NONE)[:8],
         _when(run.started_at),
-        totals.mode.value,
+        totals.mode.value if totals.mode is not None else _UNKNOWN,
         str(totals.tenants),
         str(totals.billed_shared_mailboxes),
         cost,
@@ -122,8 +125,8 @@ def _timeline_row(entry: TimelineEntry) -> tuple[str, ...]:
     return (
         _when(entry.started_at),
         entry.run_id[:8],
-        entry.mode.value,
-        entry.status.value,
+        entry.mode.value if entry.mode is not None else _UNKNOWN,
+        entry.status.value if entry.status is not None else _UNKNOWN,
         _NONE if entry.billed_shared_mailboxes is None else str(entry.billed_shared_mailboxes),
         _NONE if entry.monthly_cost is None else _money(entry.monthly_cost, entry.currency),
         entry.remediation_action,
