@@ -16,6 +16,7 @@ import sqlite3
 import stat
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,11 @@ from auditor.app import AuditOptions, audit, exit_code_meaning
 from auditor.cli.main import app as cli_app
 from auditor.config import AuditConfig, TenantConfig, load_config
 from auditor.constants import ExitCode
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, ErrorCode, TenantError
 from auditor.history import HistoryError, HistoryLockedError, HistoryStore, open_history
 from auditor.history.lock import lock_path
-from auditor.model import Billing, Status, TenantResult
+from auditor.model import Billing, Finding, FindingCode, RunResult, Severity, Status, TenantResult
+from auditor.output import LineProgress, logging_to_stderr, print_summary
 from auditor.reporting import RunFileError, write_reports
 from auditor.reporting.atomic import atomic_write_text
 from auditor.reporting.json_report import read_run, write_json
@@ -626,3 +628,75 @@ def test_deleting_the_lock_file_does_not_let_a_second_run_in(tmp_path: Path) -> 
         with pytest.raises(HistoryLockedError):
             open_history(config).close()
     open_history(config).close()  # released at the end of the first run
+
+
+# --- 13: control characters from tenant data neutralised; free text capped ---------------------------------
+
+HOSTILE = "Evil\x1b[2J\x1b]0;pwned\x07 \u202etxt.exe\x00 \u2066x\u2069 end"
+RAW_CONTROLS = ("\x1b", "\x00", "\x07", "\u202e", "\u2066", "\u2069")
+
+
+def _hostile_run() -> RunResult:
+    result = b.tenant(b.CONTOSO, Status.NON_COMPLIANT, name="Contoso " + HOSTILE)
+    result = replace(
+        result,
+        findings=(Finding(FindingCode.ROLE_MISSING, Severity.HIGH, "message " + HOSTILE),),
+        error=None,
+    )
+    errored = b.tenant(b.FABRIKAM, Status.ERROR, error=TenantError(ErrorCode.GRAPH_ERROR, HOSTILE, HOSTILE))
+    return b.run(b.T0, result, errored)
+
+
+def test_control_characters_never_reach_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    run = _hostile_run()
+    stream = io.StringIO()
+    print_summary(run, stream)
+    with logging_to_stderr():
+        progress = LineProgress()
+        progress.start(2)
+        for result in run.tenants:
+            progress.tenant_done(result, 1.0)
+    for text in (stream.getvalue(), capsys.readouterr().err):
+        assert not [c for c in RAW_CONTROLS if c in text], repr(text)
+        assert "[U+001B]" in text and "[U+202E]" in text
+
+
+def test_control_characters_are_marked_visibly_in_the_reports(tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    written = write_reports(_hostile_run(), tmp_path, ["html", "xlsx"])
+    html = written[0].read_text(encoding="utf-8")
+    assert not [c for c in RAW_CONTROLS if c in html]
+    assert "[U+202E]" in html and "[U+001B]" in html
+    cells = [
+        str(cell.value)
+        for sheet in load_workbook(written[1]).worksheets
+        for row in sheet.iter_rows()
+        for cell in row
+        if isinstance(cell.value, str)
+    ]
+    assert not [c for c in RAW_CONTROLS if any(c in v for v in cells)]
+    assert any("[U+202E]" in v for v in cells)
+
+
+def test_free_text_is_capped_at_the_documented_length_in_reports(tmp_path: Path) -> None:
+    from auditor.reporting.text import MAX_TEXT_LENGTH
+    from openpyxl import load_workbook
+
+    huge = "A" * 50_000
+    result = replace(
+        b.tenant(b.CONTOSO, Status.NON_COMPLIANT),
+        findings=(Finding(FindingCode.ROLE_MISSING, Severity.HIGH, huge),),
+    )
+    written = write_reports(b.run(b.T0, result), tmp_path, ["html", "xlsx"])
+    html = written[0].read_text(encoding="utf-8")
+    assert huge not in html and "A" * MAX_TEXT_LENGTH in html and "characters cut" in html
+    longest = max(
+        len(cell.value)
+        for sheet in load_workbook(written[1]).worksheets
+        for row in sheet.iter_rows()
+        for cell in row
+        if isinstance(cell.value, str)
+    )
+    assert MAX_TEXT_LENGTH <= longest < MAX_TEXT_LENGTH + 100
+    assert f"{MAX_TEXT_LENGTH:,}" in (ROOT / "README.md").read_text(encoding="utf-8")  # documented
