@@ -37,6 +37,7 @@ from auditor.outcome import (
 from auditor.output import progress_for_stderr
 from auditor.remediation import JOURNAL_FILENAME
 from auditor.reporting import parse_formats, prepare_out_dir
+from auditor.reporting.text import terminal_text
 from auditor.runner import Progress, TenantAudit, run_fleet
 from auditor.shard import parse_shard, part_manifest, write_part_manifest
 
@@ -233,7 +234,10 @@ def remediate(
     changes = [entry for entry in plan if entry.action is RemediationAction.PLANNED]
     stdout.write("\nRemediation plan:\n")
     for entry in plan:
-        stdout.write(f"  {entry.tenant.name}: {entry.change if entry.change else entry.detail}\n")
+        # The change names the vendor SP by its display name: tenant data, shown with controls made visible.
+        stdout.write(
+            terminal_text(f"  {entry.tenant.name}: {entry.change if entry.change else entry.detail}") + "\n"
+        )
     if options.max_changes is not None and options.max_changes < len(changes):
         stdout.write(
             f"  (--max-changes {options.max_changes}: only the first {options.max_changes} will be made)\n"

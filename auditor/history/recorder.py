@@ -109,10 +109,16 @@ class RunRecorder:
     def close(self) -> None:
         """Close the database and release the lock (idempotent)."""
         store, self._store = self._store, None
-        if store is not None:
-            store.close()
-        if self._lock is not None:
-            self._lock.release()
+        try:
+            if store is not None:
+                store.close()
+        except sqlite3.Error as exc:  # committed data is durable; closing must not cost the run its reports
+            log.warning("The history %s could not be closed cleanly: %s", self.settings.path, exc)
+        finally:
+            # After the connection is closed: closing the lock's descriptor of the same file earlier would
+            # drop SQLite's own POSIX locks (see auditor.history.lock).
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> RunRecorder:
         return self
