@@ -454,6 +454,17 @@ def test_a_full_disk_while_writing_a_report_exits_4_and_keeps_the_old_set(
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == previous
 
 
+def test_a_merge_whose_reports_cannot_be_written_exits_4_and_is_recorded(tmp_path: Path) -> None:
+    config, dirs = _sharded(tmp_path)
+    (tmp_path / "merged" / "audit.json").mkdir(parents=True)
+    result = _merge_cli(dirs, tmp_path / "merged", "--config", config.path)
+    assert result.exit_code == 4, result.output
+    assert "could not be written" in result.stdout and "Tenant 0000" in result.stdout
+    history = HistoryStore.open(tmp_path / "history.sqlite", create=False)
+    assert history.run_count() == (1, 0)
+    history.close()
+
+
 def test_exit_code_4_is_documented() -> None:
     assert "| 4 |" in (ROOT / "README.md").read_text(encoding="utf-8")
     assert "4" in exit_code_meaning(4) or "could not be written" in exit_code_meaning(4)
@@ -680,8 +691,9 @@ def test_control_characters_are_marked_visibly_in_the_reports(tmp_path: Path) ->
 
 
 def test_free_text_is_capped_at_the_documented_length_in_reports(tmp_path: Path) -> None:
-    from auditor.reporting.text import MAX_TEXT_LENGTH
     from openpyxl import load_workbook
+
+    from auditor.reporting.text import MAX_TEXT_LENGTH
 
     huge = "A" * 50_000
     result = replace(
