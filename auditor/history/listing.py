@@ -20,6 +20,7 @@ from auditor.history.lock import HistoryError, RunLock
 from auditor.history.settings import history_settings
 from auditor.history.store import HistoryStore, RunRecord, TenantRef, TimelineEntry
 from auditor.model import Status
+from auditor.reporting.text import terminal_text
 
 __all__ = ["DEFAULT_RUNS", "HistoryQuery", "runs_text", "show_history", "timeline_text"]
 
@@ -106,7 +107,7 @@ def timeline_text(store: HistoryStore, tenant: TenantRef, limit: int) -> str:
     """One tenant's latest ``limit`` runs, oldest first, and where its gap stands now."""
     entries = store.timeline(tenant.tenant_id, limit)
     shown = f"the latest {len(entries)}, oldest first" if len(entries) < tenant.runs else "oldest first"
-    head = f"{tenant.name} ({tenant.tenant_id}): {_plural(tenant.runs, 'run')}; {shown}.\n\n"
+    head = f"{terminal_text(tenant.name)} ({tenant.tenant_id}): {_plural(tenant.runs, 'run')}; {shown}.\n\n"
     rows = [_timeline_row(e) for e in entries]
     table = _table(
         ("Started (UTC)", "Run", "Mode", "Status", "Billed", "Monthly cost", "Remediation", "Findings"),
@@ -186,6 +187,8 @@ def _one_tenant(store: HistoryStore, name_or_id: str) -> TenantRef:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: set[int]) -> str:
+    # Names and finding codes come from earlier runs: control characters are shown, never sent.
+    rows = [[terminal_text(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:

@@ -319,30 +319,48 @@ class HistoryStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # Created here, not by sqlite, to set the mode: the -wal/-shm files inherit it.
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o640))
-            connection = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=busy_timeout, isolation_level=None
-            )
-        except sqlite3.Error as exc:
-            raise history_failure(exc, path) from exc
         except OSError as exc:
             raise HistoryError(
                 f"cannot open the history database {path} ({_reason(exc)})",
                 hint="Check that the directory exists and is writable, or set [history] path.",
             ) from exc
         try:
+            return cls._connect(path, migrations, busy_timeout, read_only=False)
+        except sqlite3.Error as exc:
+            failure = history_failure(exc, path)
+            if create or not _is_access_problem(exc):
+                raise failure from exc
+        # A reader (`auditor history`, `auditor report --history`) on a history it may not write: a WAL
+        # database needs its -shm file, which a read-only directory cannot hold, so it is read as an
+        # immutable snapshot instead (nothing can be writing there that this user could see anyway).
+        try:
+            return cls._connect(path, migrations, busy_timeout, read_only=True)
+        except sqlite3.Error as exc:
+            raise history_failure(exc, path) from exc
+
+    @classmethod
+    def _connect(
+        cls, path: Path, migrations: Sequence[Migration], busy_timeout: float, *, read_only: bool
+    ) -> HistoryStore:
+        query = "mode=ro&immutable=1" if read_only else "mode=rw"
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?{query}", uri=True, timeout=busy_timeout, isolation_level=None
+        )
+        try:
             connection.execute("PRAGMA foreign_keys = ON")
             # WAL: `auditor history` can read while a run writes. Set outside a transaction, and only when
             # needed (switching takes a write lock that a reader should not wait for).
-            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            if not read_only and connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
+            if not read_only:
+                connection.execute("PRAGMA synchronous = FULL")
             migrate(connection, migrations)
         except HistoryError as exc:
             connection.close()
             raise HistoryError(f"{path}: {exc.message}", hint=exc.hint) from exc
-        except sqlite3.Error as exc:
+        except BaseException:
             connection.close()
-            raise history_failure(exc, path) from exc
+            raise
         return cls(connection, path, len(migrations))
 
     def close(self) -> None:
@@ -835,6 +853,15 @@ def history_failure(exc: sqlite3.Error, path: Path) -> HistoryError:
         f"cannot use the history database {path} ({detail})",
         hint="If the file is damaged, move it aside (the next run starts a new history) and keep it for "
         "recovery with the sqlite3 tool.",
+    )
+
+
+def _is_access_problem(exc: sqlite3.Error) -> bool:
+    """The file or its directory cannot be written (or the -shm file created): a reader may still read."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or (
+        "readonly" in text or "unable to open" in text
     )
 
 

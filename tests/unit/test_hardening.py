@@ -603,6 +603,24 @@ def test_a_read_only_history_is_readable_and_says_read_only_to_a_run(tmp_path: P
         assert not (tmp_path / "out2" / "audit.json").exists()  # refused before any tenant was audited
 
 
+def test_a_history_in_a_read_only_directory_is_readable(tmp_path: Path) -> None:
+    # A WAL database needs a -shm file beside it, which a read-only directory cannot hold.
+    config, out = _history_fleet(tmp_path), tmp_path / "out"
+    _audit(config, out)
+    _audit(config, out)
+    (tmp_path / "out2").mkdir()
+    with _immutable(tmp_path):
+        listing = invoke("history", "--config", config)
+        assert listing.exit_code == 0, listing.output
+        assert "2 runs" in listing.stdout
+        timeline = invoke("history", "--config", config, "--tenant", "Contoso")
+        assert timeline.exit_code == 0, timeline.output
+        report = invoke(
+            "report", out / "audit.json", "--out", tmp_path / "out2", "--history", tmp_path / "history.sqlite"
+        )
+        assert report.exit_code == 0, report.output
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [("garbage", "not an SQLite database"), ("corrupt", "damaged"), ("not ours", "not an auditor history")],
