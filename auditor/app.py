@@ -11,34 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeAlias
-from urllib.parse import urlsplit
 
 import typer
 
 from auditor.config import AuditConfig, TenantConfig, load_config, select_tenants
-from auditor.constants import ExitCode
-from auditor.errors import UsageError, register_secret
-from auditor.evaluate import exit_code
-from auditor.history import JournalCursor, RunInsights, history_settings, open_history
+from auditor.errors import UsageError
+from auditor.history import JournalCursor, open_history
 from auditor.model import RemediationAction, RunMode, RunResult
 from auditor.notify import (
-    NotificationSettings,
-    Policy,
-    WebhookSettings,
-    format_outcomes,
     notification_settings,
-    notify,
 )
-from auditor.output import print_summary, progress_for_stderr
+from auditor.outcome import (
+    exit_code_meaning,
+    finish_run,
+    prepare_notifications,
+    send_notifications,
+    write_run_reports,
+)
+from auditor.output import progress_for_stderr
 from auditor.remediation import JOURNAL_FILENAME
-from auditor.reporting import parse_formats, prepare_out_dir, write_reports
+from auditor.reporting import parse_formats, prepare_out_dir
+from auditor.reporting.text import terminal_text
 from auditor.runner import Progress, TenantAudit, run_fleet
 from auditor.shard import parse_shard, part_manifest, write_part_manifest
 
@@ -50,6 +49,8 @@ __all__ = [
     "AuditorFactory",
     "audit",
     "exit_code_meaning",
+    "prepare_notifications",
+    "send_notifications",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,6 @@ DEFAULT_DEMO_OUT_DIR: Final = DEFAULT_OUT_DIR / "demo"  # `auditor demo`'s (here
 
 # Builds the per-tenant audit for a config; the default is the Graph-backed TenantAuditor.
 AuditorFactory: TypeAlias = Callable[[AuditConfig], TenantAudit]
-
-_EXIT_MEANINGS: Final = {
-    ExitCode.OK: "every audited tenant is compliant, remediated or not connected",
-    ExitCode.GAPS: "at least one tenant still has a gap (non_compliant or ambiguous)",
-    ExitCode.USAGE: "usage or configuration error: nothing was audited",
-    ExitCode.TENANT_ERROR: "at least one tenant could not be audited",
-}
 
 
 @dataclass(frozen=True)
@@ -161,74 +155,37 @@ def audit(
                 run, tenants, options, out_dir, stdout, confirm=confirm, session_factory=session_factory
             )
         insights = history.record(run, journal.new_lines())  # never raises for a database failure
-    reports = tuple(write_reports(run, out_dir, formats, insights=insights))
+    # From here on the tenants have been audited (and recorded): nothing may cost the run its summary. A
+    # report that cannot be written is exit code 4, the previous reports staying as they were.
+    mode = config.reports.file_mode
+    written = write_run_reports(run, out_dir, formats, insights=insights, file_mode=mode)
+    notes: list[str] = []
     if shard is not None:
-        # Written last: a part is complete once its shard.json names the run in its audit.json.
-        reports += (write_part_manifest(out_dir, part_manifest(shard, run, config, selected)),)
-    code = exit_code(run.tenants)
-    print_summary(run, stdout)
-    if shard is not None:
-        stdout.write(
+        if not written.error:
+            # Written last: a part is complete once its shard.json names the run in its audit.json.
+            try:
+                manifest = write_part_manifest(
+                    out_dir, part_manifest(shard, run, config, selected), mode=mode
+                )
+                written = replace(written, paths=(*written.paths, manifest))
+            except OSError as exc:
+                written = replace(
+                    written, error=f"cannot write {out_dir / 'shard.json'} ({exc.strerror or exc})"
+                )
+        notes.append(
             f"\nShard {shard}: {len(tenants)} of {len(selected)} selected tenant(s). Merge all {shard.count} "
             f"parts with `auditor merge PART... --out DIR`.\n"
         )
-    stdout.write("\nReports:\n" + "".join(f"  {path.resolve()}\n" for path in reports))
-    if shard is None:
-        send_notifications(run, reports, notifications, insights, stdout)
-    stdout.write(f"Exit code {code}: {exit_code_meaning(code)}.\n")
-    stdout.flush()
-    return AuditOutcome(run=run, reports=reports, exit_code=code)
-
-
-def prepare_notifications(settings: NotificationSettings, config: AuditConfig) -> None:
-    """Before auditing: register the channels' secrets (so nothing the run writes can show them) and say
-    now, not after an hour of auditing, what will keep a channel from working as configured.
-
-    The run goes ahead either way (the reports matter more than the message).
-    """
-    history_enabled = history_settings(config).enabled
-    for channel in settings.channels:
-        name = channel.url_env if isinstance(channel, WebhookSettings) else channel.password_env
-        value = os.environ.get(name) if name else None
-        if name and not value:
-            log.warning(
-                "notification %s: environment variable %s is not set; it will not be sent",
-                channel.name,
-                name,
-                extra={"event": "notification_secret_missing", "channel_name": channel.name},
-            )
-        register_secret(value)
-        if isinstance(channel, WebhookSettings) and value:
-            register_secret(urlsplit(value.strip()).path)
-        if channel.policy is Policy.ON_CHANGE and not history_enabled:
-            log.warning(
-                'notification %s: when = "on_change" needs the history, which is disabled; it will be '
-                "sent after every run",
-                channel.name,
-                extra={"event": "notification_on_change_without_history", "channel_name": channel.name},
-            )
-
-
-def send_notifications(
-    run: RunResult,
-    reports: Sequence[Path],
-    settings: NotificationSettings,
-    insights: RunInsights | object,
-    stdout: TextIO,
-) -> None:
-    """Send the configured notifications about a finished, reported run and print what happened to each.
-
-    Never raises and never changes the exit code: a channel that cannot be reached is a line in the output
-    and a WARNING in the log. ``on_change`` compares with the previous run's statuses from the history
-    (``insights``); without a history every status counts as changed.
-    """
-    if not settings.channels:
-        return
-    previous = None
-    if isinstance(insights, RunInsights) and insights.previous_run_id is not None:
-        # Each tenant's status when history last saw it (error included); a tenant never seen is a change.
-        previous = {t.tenant_id: t.last_status.value for t in insights.tenants if t.last_status is not None}
-    stdout.write("\n" + format_outcomes(notify(run, reports, settings, previous=previous)))
+    code = finish_run(
+        run,
+        written,
+        out_dir,
+        stdout,
+        notes=notes,
+        settings=notifications if shard is None else None,
+        insights=insights,
+    )
+    return AuditOutcome(run=run, reports=written.paths, exit_code=code)
 
 
 def _check_remediation_options(options: AuditOptions) -> None:
@@ -277,7 +234,10 @@ def remediate(
     changes = [entry for entry in plan if entry.action is RemediationAction.PLANNED]
     stdout.write("\nRemediation plan:\n")
     for entry in plan:
-        stdout.write(f"  {entry.tenant.name}: {entry.change if entry.change else entry.detail}\n")
+        # The change names the vendor SP by its display name: tenant data, shown with controls made visible.
+        stdout.write(
+            terminal_text(f"  {entry.tenant.name}: {entry.change if entry.change else entry.detail}") + "\n"
+        )
     if options.max_changes is not None and options.max_changes < len(changes):
         stdout.write(
             f"  (--max-changes {options.max_changes}: only the first {options.max_changes} will be made)\n"
@@ -338,14 +298,6 @@ def remediate(
 
 def _ask(question: str) -> bool:
     return typer.confirm(question.rstrip(" ?[y/N]") + "?", default=False)
-
-
-def exit_code_meaning(code: int) -> str:
-    """What an exit code of `auditor audit` means, in words (DESIGN §3.1)."""
-    try:
-        return _EXIT_MEANINGS[ExitCode(code)]
-    except ValueError:
-        return "unexpected exit code"
 
 
 def _graph_auditor(config: AuditConfig) -> TenantAudit:

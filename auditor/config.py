@@ -15,9 +15,12 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import ssl
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -35,10 +38,12 @@ from auditor.constants import (
 from auditor.errors import ConfigError
 
 __all__ = [
+    "MAX_PRICE",
     "AuditConfig",
     "AuthMethod",
     "BillingSettings",
     "EffectiveAuth",
+    "ReportSettings",
     "RunSettings",
     "TenantConfig",
     "VendorSettings",
@@ -138,6 +143,15 @@ class TenantConfig:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """``[reports]``: how the report files are written."""
+
+    # The permission bits every new report file gets (audit.json/html/xlsx, remediation journal, shard.json),
+    # whatever was there before: 0o644 (default), 0o640 or 0o600 (reports name tenants and costs).
+    file_mode: int = 0o644
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """The whole validated config file."""
 
@@ -150,6 +164,7 @@ class AuditConfig:
     # auditor.notify) when a run starts; here they are kept as written.
     history: Mapping[str, Any] = field(default_factory=dict)
     notifications: Mapping[str, Any] = field(default_factory=dict)
+    reports: ReportSettings = field(default_factory=ReportSettings)
 
 
 # --- keys -------------------------------------------------------------------------------------------------
@@ -162,8 +177,10 @@ _TOP_KEYS: Final = (
     "run",
     "history",
     "notifications",
+    "reports",
     "tenants",
 )
+_REPORTS_KEYS: Final = ("file_mode",)
 _VENDOR_KEYS: Final = ("app_display_name", "app_id", "publisher_tenant_id", "exchange_app_role")
 _BILLING_KEYS: Final = ("price_per_mailbox", "currency")
 _RUN_KEYS: Final = ("concurrency", "tenant_timeout_seconds")
@@ -222,6 +239,13 @@ _METHOD_BY_KEY: Final = {
 _GUID_RE: Final = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CURRENCY_RE: Final = re.compile(r"^[A-Z]{3}$")
+# A price per mailbox per month above this is a typo, not a price (it would make costs overflow).
+MAX_PRICE: Final = 10_000
+MAX_PRICE_DECIMALS: Final = 4
+# Certificate files are a few kB; a CA bundle (e.g. certifi's) a few hundred kB. Anything far larger is
+# the wrong file, and is never read into memory.
+MAX_CERTIFICATE_BYTES: Final = 1024 * 1024
+MAX_CA_BUNDLE_BYTES: Final = 16 * 1024 * 1024
 _TOML_POSITION_RE: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 # Kiota attaches tokens to plain-http Graph URLs only for these hosts (graph-api-notes §0.10).
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -258,7 +282,8 @@ def load_config(path: str | Path) -> AuditConfig:
             fix="check the path and permissions",
         ) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: Notepad and PowerShell save UTF-8 with a byte-order mark, which TOML itself does not allow.
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"not UTF-8 text (bad byte at offset {exc.start})", path=path, fix="save the file as UTF-8"
@@ -423,6 +448,7 @@ class _Parser:
             tenants=tenants,
             history=MappingProxyType(dict(self.table(data, "history"))),
             notifications=MappingProxyType(dict(self.table(data, "notifications"))),
+            reports=self.parse_reports(self.table(data, "reports")),
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -483,6 +509,20 @@ class _Parser:
                 "billing.currency", f"{currency!r} is not a 3-letter currency code", 'e.g. currency = "GBP"'
             )
         return BillingSettings(price_per_mailbox=price, currency=currency)
+
+    def parse_reports(self, table: Mapping[str, Any]) -> ReportSettings:
+        self.check_keys(table, _REPORTS_KEYS, "reports", what="[reports] section")
+        value = table.get("file_mode", "0644")
+        modes = {"0644": 0o644, "0640": 0o640, "0600": 0o600}
+        if not isinstance(value, str) or value.strip() not in modes:
+            shown = repr(value) if isinstance(value, str) else _type_name(value)
+            self.fail(
+                "reports.file_mode",
+                f"must be one of {', '.join(repr(m) for m in modes)} (a quoted octal mode), not {shown}; "
+                "report files are never group- or world-writable",
+                'e.g. file_mode = "0640" (readable by the owner\'s group only)',
+            )
+        return ReportSettings(file_mode=modes[value.strip()])
 
     def parse_run(self, table: Mapping[str, Any]) -> RunSettings:
         self.check_keys(table, _RUN_KEYS, "run", what="[run] section")
@@ -623,6 +663,10 @@ class _Parser:
                 values[key] = self.guid(table, key, keypath, allow_empty=False, echo=False)
             elif key in ("certificate_path", "token_file_path", "ca_bundle"):
                 values[key] = self.path_value(table, key, keypath)
+                if key == "ca_bundle":
+                    self.check_ca_bundle(values[key], where)
+                elif key == "certificate_path":
+                    self.check_certificate(values[key], where)
             elif key in ("client_secret_env", "certificate_password_env"):
                 values[key] = self.env_name(table, key, keypath)
             elif key == "cloud":
@@ -781,6 +825,60 @@ class _Parser:
         # Relative paths are relative to the config file, not to wherever the scheduler starts the job.
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
+    def regular_file(self, path: Path, where: str, limit: int, *, required: bool) -> bool:
+        """Whether ``path`` is a regular file of at most ``limit`` bytes (False: missing and not
+        ``required``); fails naming the key otherwise. Looked at with stat(), never read whole."""
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            if not required:
+                return False
+            self.fail(where, f"file {path} does not exist", "point it at an existing PEM file")
+        except OSError as exc:
+            self.fail(where, f"cannot read {path} ({exc.strerror or exc})", "check the path and permissions")
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a special file"
+            self.fail(where, f"{path} is {kind}, not a regular file", "point it at the PEM file itself")
+        if info.st_size > limit:
+            self.fail(
+                where,
+                f"{path} is too large for a certificate file ({info.st_size:,} bytes; at most {limit:,})",
+                "point it at the PEM file itself, not at an archive or a disk image",
+            )
+        return True
+
+    def check_ca_bundle(self, path: Path, where: str) -> None:
+        """``ca_bundle`` must exist and hold CA certificates that TLS can load (a broken one would fail
+        every tenant as AUTH_FAILED, with a hint about client ids and secrets)."""
+        self.regular_file(path, where, MAX_CA_BUNDLE_BYTES, required=True)
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(path))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            self.fail(
+                where,
+                f"{path} holds no PEM CA certificate that TLS can load ({getattr(exc, 'reason', None) or exc})",
+                "point it at a PEM file of CA certificates (-----BEGIN CERTIFICATE----- blocks)",
+            )
+
+    def check_certificate(self, path: Path, where: str) -> None:
+        """A ``certificate_path`` that exists must be a small regular file holding PEM blocks (or a PKCS#12
+        archive). A missing one stays that tenant's CONFIG_ERROR: each shard host has its own files."""
+        if not self.regular_file(path, where, MAX_CERTIFICATE_BYTES, required=False):
+            return
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(MAX_CERTIFICATE_BYTES)
+        except OSError as exc:
+            self.fail(where, f"cannot read {path} ({exc.strerror or exc})", "check the path and permissions")
+        if head[:1] == b"\x30":  # DER SEQUENCE: a PKCS#12 (.pfx) archive, which azure-identity also takes
+            return
+        if b"-----BEGIN " not in head or b"-----END " not in head:
+            self.fail(
+                where,
+                f"{path} is not a PEM file (no -----BEGIN ...----- block)",
+                "point it at the PEM file holding the app's private key and certificate",
+            )
+
     def url(self, table: Mapping[str, Any], key: str, keypath: str) -> str:
         value = table[key]
         where = f"{keypath}.{key}"
@@ -809,15 +907,26 @@ class _Parser:
     ) -> float:
         value = table.get(key, default)
         prefix = f"{label}: " if label else ""
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        fix = f"write a plain decimal number with at most {MAX_PRICE_DECIMALS} decimals, e.g. {key} = 2.50"
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             self.fail(
                 f"{keypath}.{key}",
                 f"{prefix}must be a number >= 0 (price per mailbox per month), not {value!r}",
-                f"e.g. {key} = 2.50",
+                fix,
+            )
+        # Bounded so that a cost (price x mailboxes) and a fleet's total stay exact, printable numbers: a
+        # typo such as 1e25 would otherwise end tenants in INTERNAL_ERROR or lose the night's reports.
+        if value < 0 or value > MAX_PRICE:
+            self.fail(
+                f"{keypath}.{key}",
+                f"{prefix}price {value!r} is out of range: it must be a number >= 0 and at most {MAX_PRICE:,}",
+                fix,
+            )
+        exponent = Decimal(repr(float(value))).as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -MAX_PRICE_DECIMALS:
+            self.fail(
+                f"{keypath}.{key}",
+                f"{prefix}price {value!r} has more than {MAX_PRICE_DECIMALS} decimals",
+                fix,
             )
         return float(value)

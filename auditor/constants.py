@@ -107,3 +107,4 @@ class ExitCode(IntEnum):
     GAPS = 1  # at least one tenant non_compliant or ambiguous
     USAGE = 2  # usage or configuration error: nothing was audited
     TENANT_ERROR = 3  # at least one tenant could not be audited; wins over GAPS
+    REPORTS_FAILED = 4  # audited (and recorded) but the reports could not be written; previous ones intact

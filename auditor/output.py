@@ -8,7 +8,8 @@ Two audiences, told apart by whether the stream is a terminal:
   tricks, nothing that garbles a log file.
 
 Progress and logs go to stderr; the summary and the report paths go to stdout. Tenant names are tenant
-data: they are always rendered as plain text, never as rich markup.
+data: they are always rendered as plain text, never as rich markup, and their control and bidi characters
+(ESC, NUL, U+202E, ...) are shown as visible ``[U+XXXX]`` markers (:func:`terminal_text`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rich.text import Text
 from auditor.errors import redact
 from auditor.logs import LogFormat, json_log_handler
 from auditor.model import RunResult, RunSummary, Status, TenantResult
+from auditor.reporting.text import terminal_text
 from auditor.runner import Progress
 
 __all__ = [
@@ -73,10 +75,11 @@ def stderr_console() -> Console:
 
 
 class _RedactingFormatter(logging.Formatter):
-    """A text formatter whose every line (traceback included) passes through :func:`redact`."""
+    """A text formatter whose every line (traceback included) passes through :func:`redact`, with the
+    control and bidi characters of tenant data made visible (:func:`terminal_text`, line by line)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return "\n".join(terminal_text(line) for line in redact(super().format(record)).split("\n"))
 
 
 # Set while a command logs JSON lines: progress is then log lines too, never a bar drawn on stderr.
@@ -189,7 +192,7 @@ class BarProgress:
         """Advance the bar by one tenant."""
         if self._task is not None:
             # escape(): a tenant name is data, not rich markup.
-            description = f"{escape(result.name)}: {_status_word(result)}"
+            description = f"{escape(terminal_text(result.name))}: {_status_word(result)}"
             self._bar.update(self._task, advance=1, description=description)
 
     def finish(self) -> None:
@@ -296,7 +299,7 @@ def _row(result: TenantResult) -> tuple[str, ...]:
     billed = result.billing.billed_shared_mailboxes
     cost = result.billing.monthly_cost
     return (
-        result.name,
+        terminal_text(result.name),
         result.status.value,
         codes,
         shared,
@@ -331,7 +334,7 @@ def _unknown_cost_note(summary: RunSummary) -> str:
 
 def _error_lines(results: Sequence[TenantResult]) -> list[str]:
     return [
-        f"  {r.name} ({r.tenant_id}): {r.error.code.value}: {r.error.hint}"
+        terminal_text(f"  {r.name} ({r.tenant_id}): {r.error.code.value}: {r.error.hint}")
         for r in results
         if r.status is Status.ERROR and r.error is not None
     ]

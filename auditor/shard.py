@@ -32,21 +32,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol, TextIO, TypeVar
 
 from auditor.config import AuditConfig, TenantConfig, load_config
 from auditor.errors import UsageError
-from auditor.evaluate import exit_code
 from auditor.model import RunResult, TenantResult
 from auditor.remediation import JOURNAL_FILENAME
+from auditor.reporting.atomic import DEFAULT_MODE
 from auditor.reporting.json_report import JSON_FILENAME
 
 __all__ = [
@@ -76,7 +77,8 @@ PART_MANIFEST_FILENAME: Final = "shard.json"
 DEFAULT_MAX_START_SPREAD: Final = timedelta(hours=12)
 
 _MANIFEST_KIND: Final = "uss-auditor.shard-part"
-_MANIFEST_VERSION: Final = 1
+# Version 2 added `files`: the SHA-256 of the part's audit.json (and remediation.jsonl), checked at merge.
+_MANIFEST_VERSION: Final = 2
 _SHARD_RE: Final = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]+)\s*$")
 _SHARD_HINT: Final = (
     "Use --shard K/N: shard K (counted from 1) of N, e.g. --shard 2/3. In a Kubernetes Indexed Job "
@@ -199,6 +201,10 @@ class ShardManifest:
     run_id: str
     fingerprint: str
     tenant_ids: tuple[str, ...]
+    # File name -> "sha256:<hex>" of the part's audit.json and remediation.jsonl as written; filled in by
+    # write_part_manifest, verified by read_part. A part edited afterwards (tenants made compliant at £0)
+    # no longer matches and is refused.
+    files: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``shard.json`` document."""
@@ -209,6 +215,7 @@ class ShardManifest:
             "run_id": self.run_id,
             "fingerprint": self.fingerprint,
             "tenant_ids": list(self.tenant_ids),
+            "files": dict(self.files),
         }
 
     @classmethod
@@ -219,7 +226,7 @@ class ShardManifest:
         if data.get("version") != _MANIFEST_VERSION:
             raise ValueError(
                 f"unsupported shard manifest version {data.get('version')!r} (this tool reads "
-                f"{_MANIFEST_VERSION})"
+                f"{_MANIFEST_VERSION}; version 1 parts carry no digests of their files and cannot be verified)"
             )
         match = _SHARD_RE.match(str(data.get("shard", "")))
         if match is None:
@@ -230,11 +237,19 @@ class ShardManifest:
         run_id, fingerprint = data.get("run_id"), data.get("fingerprint")
         if not isinstance(run_id, str) or not run_id or not isinstance(fingerprint, str) or not fingerprint:
             raise ValueError("run_id and fingerprint must be non-empty strings")
+        files = data.get("files")
+        if (
+            not isinstance(files, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+            or JSON_FILENAME not in files
+        ):
+            raise ValueError(f"files must map {JSON_FILENAME} (and {JOURNAL_FILENAME}) to their SHA-256")
         return cls(
             shard=Shard(int(match.group(1)), int(match.group(2))),
             run_id=run_id,
             fingerprint=fingerprint,
             tenant_ids=tuple(ids),
+            files=dict(files),
         )
 
 
@@ -340,6 +355,8 @@ def check_parts_against_config(parts: Sequence[ShardPart], config: AuditConfig) 
             f"{config.path} does not list",
             hint=hint,
         )
+    for part in parts:
+        _check_part_prices(part, config, by_id)
     selected = [by_id[t.lower()] for t in manifest.tenant_ids]
     if config_fingerprint(config, selected) != manifest.fingerprint:
         raise ShardError(
@@ -347,6 +364,44 @@ def check_parts_against_config(parts: Sequence[ShardPart], config: AuditConfig) 
             f"tenant settings differ, or the tenants are in another order)",
             hint=hint,
         )
+
+
+def _check_part_prices(part: ShardPart, config: AuditConfig, by_id: Mapping[str, TenantConfig]) -> None:
+    """Each tenant of the part priced as ``config`` prices it, in its currency, at a cost that is its
+    billed mailboxes times that price: what the part claims must follow from the config, not be taken
+    from a file anyone could have edited."""
+    where = f"{part.label} (shard {part.shard})"
+    hint = "Re-run that shard with this config (`auditor audit --shard K/N`); never edit a part by hand."
+    currency = config.billing.currency
+    if part.run.currency != currency:
+        raise ShardError(
+            f"{where} was priced in {part.run.currency}, but {config.path} prices in {currency}", hint=hint
+        )
+    for result in part.run.tenants:
+        tenant = by_id.get(result.tenant_id.lower())
+        if tenant is None:
+            continue  # named by the fingerprint check
+        billing = result.billing
+        label = f"{where}: tenant {result.name} ({result.tenant_id})"
+        if billing.currency != currency:
+            raise ShardError(
+                f"{label} is priced in {billing.currency}, but {config.path} prices in {currency}", hint=hint
+            )
+        if not math.isclose(billing.price_per_mailbox, tenant.price_per_mailbox, abs_tol=1e-9):
+            raise ShardError(
+                f"{label} is priced at {billing.price_per_mailbox:g} {currency} per mailbox, but "
+                f"{config.path} says {tenant.price_per_mailbox:g} {currency}",
+                hint=hint,
+            )
+        billed, cost = billing.billed_shared_mailboxes, billing.monthly_cost
+        if billed is not None and cost is not None:
+            expected = billed * tenant.price_per_mailbox
+            if not math.isclose(cost, expected, abs_tol=0.005 + 1e-9):
+                raise ShardError(
+                    f"{label} costs {cost:g} {currency} a month, but {billed} billed mailbox(es) at "
+                    f"{tenant.price_per_mailbox:g} {currency} cost {expected:g}",
+                    hint=hint,
+                )
 
 
 def merged_run_id(parts: Iterable[ShardPart]) -> str:
@@ -446,7 +501,7 @@ def _listed(items: Iterable[str]) -> str:
 # --- files --------------------------------------------------------------------------------------------------
 
 
-def write_part_manifest(out_dir: Path, manifest: ShardManifest) -> Path:
+def write_part_manifest(out_dir: Path, manifest: ShardManifest, *, mode: int = DEFAULT_MODE) -> Path:
     """Write ``shard.json`` into ``out_dir`` atomically; returns its path.
 
     Written *after* the reports: a part is complete once its ``shard.json`` names the run in its
@@ -454,8 +509,57 @@ def write_part_manifest(out_dir: Path, manifest: ShardManifest) -> Path:
     """
     from auditor.reporting.atomic import atomic_write_text
 
-    target = Path(out_dir) / PART_MANIFEST_FILENAME
-    return atomic_write_text(target, json.dumps(manifest.to_dict(), indent=2) + "\n")
+    out_dir = Path(out_dir)
+    files = {
+        name: _digest(out_dir / name)
+        for name in (JSON_FILENAME, JOURNAL_FILENAME)
+        if (out_dir / name).is_file()
+    }
+    target = out_dir / PART_MANIFEST_FILENAME
+    document = replace(manifest, files=files).to_dict()
+    return atomic_write_text(target, json.dumps(document, indent=2) + "\n", mode=mode)
+
+
+def _digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes, read in blocks."""
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return "sha256:" + sha.hexdigest()
+
+
+def _verify_part_files(directory: Path, manifest: ShardManifest) -> None:
+    """Every file the part consists of is exactly what its audit wrote (the digests in shard.json)."""
+    hint = (
+        "The part was changed after `auditor audit --shard` wrote it: re-run that shard; never edit a part "
+        "by hand."
+    )
+    for name in (JSON_FILENAME, JOURNAL_FILENAME):
+        path = directory / name
+        expected = manifest.files.get(name)
+        present = path.is_file()
+        if expected is None:
+            if present:
+                raise ShardError(
+                    f"{directory}: {name} is not part of what {PART_MANIFEST_FILENAME} records (it was added "
+                    f"after the part was written)",
+                    hint=hint,
+                )
+            continue
+        if not present:
+            raise ShardError(
+                f"{directory}: {name} is missing, but {PART_MANIFEST_FILENAME} records it", hint=hint
+            )
+        try:
+            actual = _digest(path)
+        except OSError as exc:
+            raise ShardError(f"{path}: cannot be read ({exc.strerror or exc})", hint=hint) from None
+        if actual != expected:
+            raise ShardError(
+                f"{directory}: {name} does not match the SHA-256 recorded in {PART_MANIFEST_FILENAME}",
+                hint=hint,
+            )
 
 
 def read_part(path: Path) -> ShardPart:
@@ -497,13 +601,17 @@ def read_part(path: Path) -> ShardPart:
         manifest = ShardManifest.from_dict(data)
     except ValueError as exc:
         raise ShardError(f"{manifest_path}: {exc}", hint=hint) from None
+    if manifest.run_id == run.run_id:  # otherwise merge_parts names the mix of two runs' files
+        _verify_part_files(directory, manifest)
     journal = directory / JOURNAL_FILENAME
     return ShardPart(
         label=str(path), run=run, manifest=manifest, journal=journal if journal.is_file() else None
     )
 
 
-def _merge_journals(parts: Sequence[ShardPart], out_dir: Path) -> tuple[Path | None, list[str]]:
+def _merge_journals(
+    parts: Sequence[ShardPart], out_dir: Path, *, mode: int = DEFAULT_MODE
+) -> tuple[Path | None, list[str]]:
     """Concatenate the parts' remediation journals, in shard order, into ``out_dir``; returns the file (None
     when no part remediated) and its lines."""
     from auditor.reporting.atomic import atomic_write_text
@@ -524,7 +632,7 @@ def _merge_journals(parts: Sequence[ShardPart], out_dir: Path) -> tuple[Path | N
     if not texts:
         return None, []
     merged = "".join(texts)
-    return atomic_write_text(Path(out_dir) / JOURNAL_FILENAME, merged), merged.splitlines()
+    return atomic_write_text(Path(out_dir) / JOURNAL_FILENAME, merged, mode=mode), merged.splitlines()
 
 
 # --- the merge command ----------------------------------------------------------------------------------
@@ -557,11 +665,9 @@ def merge_reports(options: MergeOptions, *, stdout: TextIO | None = None) -> Mer
 
     Every check runs before anything is written: a refused merge (exit code 2) leaves ``--out`` as it was.
     """
-    # auditor.app imports this module for --shard, so its helpers are imported when a merge runs.
-    from auditor.app import exit_code_meaning, prepare_notifications, send_notifications
     from auditor.notify import NotificationSettings, notification_settings
-    from auditor.output import print_summary
-    from auditor.reporting import parse_formats, prepare_out_dir, write_reports
+    from auditor.outcome import finish_run, prepare_notifications, write_run_reports
+    from auditor.reporting import parse_formats, prepare_out_dir
 
     stdout = stdout if stdout is not None else sys.stdout
     formats = parse_formats(options.formats)
@@ -576,28 +682,34 @@ def merge_reports(options: MergeOptions, *, stdout: TextIO | None = None) -> Mer
     if config is not None:
         check_parts_against_config(parts, config)
     out_dir = prepare_out_dir(options.out_dir)
-    journal, journal_lines = _merge_journals(parts, out_dir)
+    file_mode = config.reports.file_mode if config is not None else DEFAULT_MODE
     insights = None
-    if config is not None:
-        # The merged run is the night's run: it (not the parts) goes into the history.
-        from auditor.history import open_history
+    if config is None:
+        journal, _ = _merge_journals(parts, out_dir, mode=file_mode)
+    else:
+        # The merged run is the night's run: it (not the parts) goes into the history. The same parts
+        # always make the same run id, so a merge repeated is refused before anything is written or
+        # recorded (no second row, no "interrupted" placeholder).
+        from auditor.history import HistoryAlreadyRecordedError, open_history
 
-        with open_history(config, started_at=run.started_at) as history:
+        try:
+            history = open_history(config, started_at=run.started_at, run_id=run.run_id)
+        except HistoryAlreadyRecordedError as exc:
+            raise ShardError(
+                f"these parts were merged before: {exc.message}; nothing was written",
+                hint="The reports of that merge are in its --out directory (`auditor report` re-renders its "
+                "audit.json); to write them again without recording, merge without --config.",
+            ) from None
+        with history:
+            journal, journal_lines = _merge_journals(parts, out_dir, mode=file_mode)
             insights = history.record(run, journal_lines)
-    written = list(write_reports(run, out_dir, formats, insights=insights))
+    written = write_run_reports(run, out_dir, formats, insights=insights, file_mode=file_mode)
     if journal is not None:
-        written.append(journal)
-    code = exit_code(run.tenants)
-    print_summary(run, stdout)
+        written = replace(written, paths=(*written.paths, journal))
     count = parts[0].shard.count
-    stdout.write(
-        f"\nMerged {count} shard part{'s' if count > 1 else ''} into one run of {len(run.tenants)} tenant(s).\n"
-    )
-    stdout.write("Reports:\n" + "".join(f"  {path.resolve()}\n" for path in written))
-    send_notifications(run, written, notifications, insights, stdout)
-    stdout.write(f"Exit code {code}: {exit_code_meaning(code)}.\n")
-    stdout.flush()
-    return MergeOutcome(run=run, reports=tuple(written), exit_code=code)
+    note = f"\nMerged {count} shard part{'s' if count > 1 else ''} into one run of {len(run.tenants)} tenant(s).\n"
+    code = finish_run(run, written, out_dir, stdout, notes=[note], settings=notifications, insights=insights)
+    return MergeOutcome(run=run, reports=written.paths, exit_code=code)
 
 
 def _refuse_out_dir_inside_a_part(options: MergeOptions) -> None:

@@ -76,7 +76,8 @@ def audit(
     """Audit every selected tenant and write the reports.
 
     Exit codes: 0 every tenant compliant, remediated or not connected; 1 a tenant still has a gap;
-    2 usage or configuration error (nothing audited); 3 a tenant could not be audited.
+    2 usage or configuration error (nothing audited); 3 a tenant could not be audited; 4 audited (and
+    recorded) but the reports could not be written (the previous reports are intact).
 
     --remediate only ever creates an active Security Reader assignment at '/' for the vendor app that
     the audit identified; it never deletes, never touches another principal and refuses look-alikes.

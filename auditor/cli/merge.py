@@ -66,7 +66,12 @@ def merge(
     order, as in an unsharded run.
 
     Exit codes (for the merged tenants): 0 every tenant compliant, remediated or not connected; 1 a tenant
-    still has a gap; 2 the parts cannot be merged; 3 a tenant could not be audited.
+    still has a gap; 2 the parts cannot be merged (or were merged and recorded before: nothing is written);
+    3 a tenant could not be audited; 4 merged (and recorded) but the reports could not be written.
+
+    Each part's shard.json carries the SHA-256 of its audit.json and remediation.jsonl: a part changed
+    after it was written is refused. With --config, each tenant's price, currency and cost are checked
+    against the config too.
     """
     options = MergeOptions(
         parts=tuple(parts),

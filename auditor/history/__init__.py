@@ -18,7 +18,7 @@ from auditor.history.insights import (
     TenantInsight,
     TrendPoint,
 )
-from auditor.history.lock import HistoryError, HistoryLockedError
+from auditor.history.lock import HistoryAlreadyRecordedError, HistoryError, HistoryLockedError
 from auditor.history.recorder import JournalCursor, RunRecorder, open_history
 from auditor.history.settings import HistorySettings, history_settings
 from auditor.history.store import SCHEMA_VERSION, HistoryStore
@@ -27,6 +27,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Change",
     "GapAge",
+    "HistoryAlreadyRecordedError",
     "HistoryError",
     "HistoryLockedError",
     "HistorySettings",

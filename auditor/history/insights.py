@@ -168,13 +168,14 @@ class TrendPoint:
 
     run_id: str
     started_at: datetime
-    mode: RunMode
+    mode: RunMode | None  # None: a mode this version does not know (written by a newer one)
     tenants: int
     by_status: Mapping[Status, int]  # every status present, 0 when none
     billed_shared_mailboxes: int
     estimated_monthly_cost: float  # known costs only (see tenants_with_unknown_cost)
     currency: str
     tenants_with_unknown_cost: int = 0
+    tenants_with_unknown_status: int = 0  # statuses this version does not know (counted in tenants)
 
     @property
     def gaps(self) -> int:
@@ -186,13 +187,14 @@ class TrendPoint:
         return {
             "run_id": self.run_id,
             "started_at": self.started_at.isoformat(),
-            "mode": self.mode.value,
+            "mode": self.mode.value if self.mode is not None else "unknown",
             "tenants": self.tenants,
             "by_status": {status.value: self.by_status.get(status, 0) for status in Status},
             "billed_shared_mailboxes": self.billed_shared_mailboxes,
             "estimated_monthly_cost": self.estimated_monthly_cost,
             "currency": self.currency,
             "tenants_with_unknown_cost": self.tenants_with_unknown_cost,
+            "tenants_with_unknown_status": self.tenants_with_unknown_status,
         }
 
 

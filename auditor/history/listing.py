@@ -20,11 +20,13 @@ from auditor.history.lock import HistoryError, RunLock
 from auditor.history.settings import history_settings
 from auditor.history.store import HistoryStore, RunRecord, TenantRef, TimelineEntry
 from auditor.model import Status
+from auditor.reporting.text import terminal_text
 
 __all__ = ["DEFAULT_RUNS", "HistoryQuery", "runs_text", "show_history", "timeline_text"]
 
 DEFAULT_RUNS: Final = 20
 _NONE: Final = "-"
+_UNKNOWN: Final = "unknown"  # a value written by a newer auditor
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,11 @@ def show_history(query: HistoryQuery) -> str:
         )
     if not settings.path.exists():
         return f"No runs recorded yet: {settings.path} does not exist (`auditor audit` creates it).\n"
+    running = RunLock.is_held_elsewhere(settings.path)  # asked before the database is opened here
     with HistoryStore.open(settings.path, create=False) as store:
         if query.tenant is not None:
             return timeline_text(store, _one_tenant(store, query.tenant), query.runs)
-        return runs_text(store, query.runs, running=RunLock.is_held_elsewhere(settings.path))
+        return runs_text(store, query.runs, running=running)
 
 
 def runs_text(store: HistoryStore, limit: int, *, running: bool = False) -> str:
@@ -82,16 +85,17 @@ def _run_row(run: RunRecord, in_progress: bool) -> tuple[str, ...]:
     if totals is None:
         state = "in progress" if in_progress else "interrupted: never recorded (killed or crashed)"
         return (_NONE, _when(run.started_at), _NONE, _NONE, _NONE, _NONE, state)
-    by_status = (
-        ", ".join(f"{n} {status.value}" for status, n in totals.by_status.items() if n) or "no tenants"
-    )
+    counts = [f"{n} {status.value}" for status, n in totals.by_status.items() if n]
+    if totals.tenants_with_unknown_status:
+        counts.append(f"{totals.tenants_with_unknown_status} unknown")
+    by_status = ", ".join(counts) or "no tenants"
     cost = _money(totals.estimated_monthly_cost, totals.currency)
     if totals.tenants_with_unknown_cost:
         cost = "at least " + cost  # some tenants' cost is unknown (errors, ambiguous)
     return (
         (run.run_id or _NONE)[:8],
         _when(run.started_at),
-        totals.mode.value,
+        totals.mode.value if totals.mode is not None else _UNKNOWN,
         str(totals.tenants),
         str(totals.billed_shared_mailboxes),
         cost,
@@ -103,7 +107,7 @@ def timeline_text(store: HistoryStore, tenant: TenantRef, limit: int) -> str:
     """One tenant's latest ``limit`` runs, oldest first, and where its gap stands now."""
     entries = store.timeline(tenant.tenant_id, limit)
     shown = f"the latest {len(entries)}, oldest first" if len(entries) < tenant.runs else "oldest first"
-    head = f"{tenant.name} ({tenant.tenant_id}): {_plural(tenant.runs, 'run')}; {shown}.\n\n"
+    head = f"{terminal_text(tenant.name)} ({tenant.tenant_id}): {_plural(tenant.runs, 'run')}; {shown}.\n\n"
     rows = [_timeline_row(e) for e in entries]
     table = _table(
         ("Started (UTC)", "Run", "Mode", "Status", "Billed", "Monthly cost", "Remediation", "Findings"),
@@ -122,8 +126,8 @@ def _timeline_row(entry: TimelineEntry) -> tuple[str, ...]:
     return (
         _when(entry.started_at),
         entry.run_id[:8],
-        entry.mode.value,
-        entry.status.value,
+        entry.mode.value if entry.mode is not None else _UNKNOWN,
+        entry.status.value if entry.status is not None else _UNKNOWN,
         _NONE if entry.billed_shared_mailboxes is None else str(entry.billed_shared_mailboxes),
         _NONE if entry.monthly_cost is None else _money(entry.monthly_cost, entry.currency),
         entry.remediation_action,
@@ -183,6 +187,8 @@ def _one_tenant(store: HistoryStore, name_or_id: str) -> TenantRef:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: set[int]) -> str:
+    # Names and finding codes come from earlier runs: control characters are shown, never sent.
+    rows = [[terminal_text(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:

@@ -6,15 +6,22 @@ the file from being corrupted, but two overlapping nightly runs would still inte
 and holds it until it has recorded its results; a second run waits ``lock_timeout_seconds`` and then
 refuses with :class:`HistoryLockedError` (exit code 2, nothing audited), naming the process that holds it.
 
-The lock is an advisory ``flock`` on ``<database>.lock``: the kernel drops it when the holder exits,
-however it exits, so a killed run never leaves a stale lock behind. The file itself is never deleted
-(deleting a lock file while another process waits on it is a classic race); it only carries a line
-saying who holds it, for the error message. ``flock`` is not reliable on network file systems; keep the
-history on a local disk (SQLite's WAL mode needs that anyway).
+The lock is an advisory ``flock`` on the database file itself: the kernel drops it when the holder
+exits, however it exits, so a killed run never leaves a stale lock behind; and it cannot be deleted from
+under a run (deleting a separate lock file used to let a second run in). ``flock`` locks are separate
+from the POSIX byte-range locks SQLite takes on the same file (on Linux and the BSDs they never
+interact). One caveat of POSIX locks is respected: closing *any* descriptor of the file drops the
+process's POSIX locks on it, so the lock's descriptor is only closed after this process's SQLite
+connection to the file is (see :class:`~auditor.history.recorder.RunRecorder`), and
+:meth:`RunLock.is_held_elsewhere` is asked before a reader opens the database. ``<database>.lock`` only
+carries a line saying who holds the lock, for the error message; it may be deleted at any time. ``flock``
+is not reliable on network file systems; keep the history on a local disk (SQLite's WAL mode needs that
+anyway).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -26,7 +33,7 @@ from typing import ClassVar, Final
 from auditor.constants import ExitCode
 from auditor.errors import AuditorError, ErrorCode
 
-__all__ = ["HistoryError", "HistoryLockedError", "RunLock", "lock_path"]
+__all__ = ["HistoryAlreadyRecordedError", "HistoryError", "HistoryLockedError", "RunLock", "lock_path"]
 
 _POLL_SECONDS: Final = 0.05
 
@@ -37,11 +44,18 @@ class HistoryError(AuditorError):
     exit_code: ClassVar[int] = ExitCode.USAGE
 
     def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(message, code=ErrorCode.CONFIG_ERROR, hint=hint)
+        # Never the CONFIG_ERROR default ("fix the tenant's settings"): a history problem is not a tenant's.
+        super().__init__(
+            message, code=ErrorCode.CONFIG_ERROR, hint=hint or "Check [history] path and the file it names."
+        )
 
     def __str__(self) -> str:
         # One line, what then how: "<what is wrong>. <what to do>"
         return f"{self.message.rstrip('. ')}. {self.hint}".strip()
+
+
+class HistoryAlreadyRecordedError(HistoryError):
+    """The run (a merge of the same parts) is already in the history; nothing was added."""
 
 
 class HistoryLockedError(HistoryError):
@@ -65,12 +79,13 @@ class RunLock:
         """Take the lock, waiting up to ``timeout`` seconds; raises :class:`HistoryLockedError`."""
         if self._fd is not None:
             raise RuntimeError("RunLock is already held")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        # An empty file is a valid, empty SQLite database: creating it here is what HistoryStore.open does.
+        fd = os.open(self.database, os.O_RDWR | os.O_CREAT, 0o640)
         deadline = time.monotonic() + max(0.0, timeout)
         while not _try_lock(fd):
             if time.monotonic() >= deadline:
-                holder = _read_holder(fd)
+                holder = _read_holder(self.path)
                 os.close(fd)
                 raise HistoryLockedError(
                     f"another auditor run is using the history {self.database}"
@@ -83,11 +98,11 @@ class RunLock:
         self._fd = fd
         # Who holds it, for the message a second run prints. Written after locking, so it is never torn
         # by a concurrent writer; a reader may see an old line, which only makes the message less precise.
+        # Best effort: the note is not the lock.
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        note = f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode()
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, note)
+        note = f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n"
+        with contextlib.suppress(OSError):
+            self.path.write_text(note, encoding="utf-8")
 
     def release(self) -> None:
         """Release the lock (idempotent)."""
@@ -105,9 +120,10 @@ class RunLock:
     @staticmethod
     def is_held_elsewhere(database: Path) -> bool:
         """Whether a run holds ``database``'s lock right now (tells "in progress" from "interrupted");
-        never waits and never creates the lock file."""
+        never waits and never creates anything. Ask before opening the database in this process (closing
+        the probe's descriptor would drop an open SQLite connection's POSIX locks)."""
         try:
-            fd = os.open(lock_path(database), os.O_RDWR)
+            fd = os.open(database, os.O_RDONLY)
         except OSError:
             return False
         try:
@@ -120,14 +136,15 @@ class RunLock:
 
 
 def lock_path(database: Path) -> Path:
-    """The lock file of a history database: ``history.sqlite`` -> ``history.sqlite.lock``."""
+    """The note beside a history database saying which run holds its lock: ``history.sqlite`` ->
+    ``history.sqlite.lock`` (the lock itself is on the database file)."""
     return database.with_name(database.name + ".lock")
 
 
-def _read_holder(fd: int) -> str:
+def _read_holder(note: Path) -> str:
     try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        return os.read(fd, 200).decode("utf-8", "replace").strip()
+        with note.open("rb") as handle:
+            return handle.read(200).decode("utf-8", "replace").strip()
     except OSError:
         return ""
 
@@ -135,16 +152,20 @@ def _read_holder(fd: int) -> str:
 if sys.platform == "win32":  # pragma: no cover - the nightly job runs on POSIX; kept so Windows works too
     import msvcrt
 
+    # Windows byte locks are mandatory: lock one byte far from the pages and from SQLite's own lock bytes
+    # (0x40000000 + 512), so that SQLite's reads and locks are never blocked by ours.
+    _LOCK_OFFSET = 0x50000000
+
     def _try_lock(fd: int) -> bool:
         try:
-            os.lseek(fd, 0, os.SEEK_SET)
+            os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except OSError:
             return False
         return True
 
     def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 else:

@@ -17,6 +17,7 @@ happened and its reports matter more than its history, so it logs the failure an
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -27,9 +28,9 @@ from types import TracebackType
 
 from auditor.config import AuditConfig
 from auditor.history.insights import HistoryUnavailable, RunInsights
-from auditor.history.lock import HistoryError, RunLock
+from auditor.history.lock import HistoryAlreadyRecordedError, HistoryError, RunLock
 from auditor.history.settings import HistorySettings, history_settings
-from auditor.history.store import HistoryStore, JournalLine
+from auditor.history.store import HistoryStore, JournalLine, history_failure
 from auditor.model import RunResult
 
 __all__ = ["JournalCursor", "RunRecorder", "open_history"]
@@ -76,20 +77,48 @@ class RunRecorder:
             return HistoryUnavailable(self._unavailable)
         try:
             self._store.record(run, journal_lines, placeholder=self._placeholder)
-            return self._store.insights(run.run_id)
-        except (sqlite3.Error, OSError, HistoryError) as exc:
-            reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        except Exception as exc:  # any failure: the run has been audited, its reports come first
+            reason = _reason(exc)
             log.error("The run could not be recorded in the history %s: %s", self.settings.path, reason)
             log.debug("history failure", exc_info=True)
+            # The run finished: its placeholder must not stay behind as a false "interrupted" run.
+            self._discard_placeholder()
             return HistoryUnavailable(f"this run could not be recorded in the history ({reason})")
+        try:
+            return self._store.insights(run.run_id)
+        except Exception as exc:
+            # Reading back can meet anything a damaged or newer database holds (issue 12, item 4): the run
+            # is recorded; the reports go out without what history would have added.
+            reason = _reason(exc)
+            log.error(
+                "This run was recorded, but the history %s could not be read back: %s",
+                self.settings.path,
+                reason,
+            )
+            log.debug("history failure", exc_info=True)
+            return HistoryUnavailable(f"the history could not be read back ({reason})")
+
+    def _discard_placeholder(self) -> None:
+        if self._store is None or self._placeholder is None:
+            return
+        try:
+            self._store.discard_placeholder(self._placeholder)
+        except sqlite3.Error:
+            log.debug("the placeholder row of this run could not be removed", exc_info=True)
 
     def close(self) -> None:
         """Close the database and release the lock (idempotent)."""
         store, self._store = self._store, None
-        if store is not None:
-            store.close()
-        if self._lock is not None:
-            self._lock.release()
+        try:
+            if store is not None:
+                store.close()
+        except sqlite3.Error as exc:  # committed data is durable; closing must not cost the run its reports
+            log.warning("The history %s could not be closed cleanly: %s", self.settings.path, exc)
+        finally:
+            # After the connection is closed: closing the lock's descriptor of the same file earlier would
+            # drop SQLite's own POSIX locks (see auditor.history.lock).
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> RunRecorder:
         return self
@@ -101,7 +130,11 @@ class RunRecorder:
 
 
 def open_history(
-    config: AuditConfig, *, started_at: datetime | None = None, disabled_reason: str | None = None
+    config: AuditConfig,
+    *,
+    started_at: datetime | None = None,
+    disabled_reason: str | None = None,
+    run_id: str | None = None,
 ) -> RunRecorder:
     """Validate ``[history]``, take the run lock and open (create, migrate) the database.
 
@@ -109,7 +142,8 @@ def open_history(
     (both exit code 2) while nothing has been audited yet. With ``enabled = false``, or when the caller
     gives a ``disabled_reason`` (e.g. a shard part, whose merged run is what history should keep), it
     returns a recorder that takes no lock, records nothing and returns that reason as
-    :class:`HistoryUnavailable`.
+    :class:`HistoryUnavailable`. With ``run_id`` (a merge, whose id follows from its parts), a run already
+    recorded under that id raises :class:`HistoryAlreadyRecordedError` before anything is added.
     """
     settings = history_settings(config)  # validated even when unused: a typo should not wait for later
     if not settings.enabled:
@@ -119,21 +153,37 @@ def open_history(
     lock = RunLock(settings.path)
     try:
         lock.acquire(settings.lock_timeout_seconds)
-    except OSError as exc:
+    except (FileExistsError, NotADirectoryError) as exc:
         raise HistoryError(
-            f"cannot create the history lock file {lock.path} ({exc.strerror or exc})",
+            f"cannot create the history database {settings.path}: a file is in the way of its directory "
+            f"({exc.strerror or exc})",
+            hint="Point [history] path into a directory (or remove the file that has the directory's name).",
+        ) from exc
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise HistoryError(
+                f"the history database {settings.path} is read-only for this user ({exc.strerror or exc}), so "
+                "this run could not be recorded; nothing was audited",
+                hint="Give the user running the auditor write access to the file and its directory; "
+                "`auditor history` and `auditor report --history` only read it.",
+            ) from exc
+        raise HistoryError(
+            f"cannot open the history database {settings.path} to lock it ({exc.strerror or exc})",
             hint="Check that the directory of [history] path exists and is writable.",
         ) from exc
     try:
         store = HistoryStore.open(settings.path)
         try:
+            if run_id is not None and store.has_run(run_id):
+                store.close()
+                raise HistoryAlreadyRecordedError(
+                    f"run {run_id} is already recorded in the history {settings.path}",
+                    hint="Each run is recorded once.",
+                )
             placeholder = store.begin_run(started_at or datetime.now(UTC))
         except sqlite3.Error as exc:
             store.close()
-            raise HistoryError(
-                f"cannot write to the history database {settings.path} ({exc})",
-                hint="Check free space and permissions of its directory.",
-            ) from exc
+            raise history_failure(exc, settings.path) from exc
     except BaseException:
         lock.release()
         raise
@@ -162,6 +212,13 @@ class JournalCursor:
             return []
         lines = data.decode("utf-8", "replace").split("\n")
         return [line for line in lines[:-1] if line.strip()]
+
+
+def _reason(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    if isinstance(exc, sqlite3.Error | OSError | HistoryError):
+        return message or type(exc).__name__
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _size(path: Path) -> int:

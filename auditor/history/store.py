@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections import Counter, defaultdict
@@ -44,7 +45,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 from auditor.errors import redact
 from auditor.history.insights import (
@@ -69,9 +70,14 @@ __all__ = [
     "RunRecord",
     "TenantRef",
     "TimelineEntry",
+    "history_failure",
 ]
 
 JournalLine: TypeAlias = str | Mapping[str, Any]
+_E = TypeVar("_E", Status, RunMode)
+# (database, what, value) already warned about in this process: unknown values are warned once.
+_WARNED: set[tuple[str, str, str]] = set()
+log = logging.getLogger(__name__)
 
 # "USSA": marks the file as an uss-auditor history (sqlite's `PRAGMA application_id`, see `file` magic).
 APPLICATION_ID: Final = 0x55535341
@@ -267,9 +273,9 @@ class TimelineEntry:
 
     run_id: str
     started_at: datetime
-    mode: RunMode
+    mode: RunMode | None  # None: a value this version does not know (written by a newer one)
     name: str
-    status: Status
+    status: Status | None  # None: unknown, as for mode
     finding_codes: tuple[str, ...]
     billed_shared_mailboxes: int | None
     monthly_cost: float | None
@@ -313,32 +319,48 @@ class HistoryStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # Created here, not by sqlite, to set the mode: the -wal/-shm files inherit it.
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o640))
-            connection = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=busy_timeout, isolation_level=None
-            )
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise HistoryError(
                 f"cannot open the history database {path} ({_reason(exc)})",
                 hint="Check that the directory exists and is writable, or set [history] path.",
             ) from exc
         try:
+            return cls._connect(path, migrations, busy_timeout, read_only=False)
+        except sqlite3.Error as exc:
+            failure = history_failure(exc, path)
+            if create or not _is_access_problem(exc):
+                raise failure from exc
+        # A reader (`auditor history`, `auditor report --history`) on a history it may not write: a WAL
+        # database needs its -shm file, which a read-only directory cannot hold, so it is read as an
+        # immutable snapshot instead (nothing can be writing there that this user could see anyway).
+        try:
+            return cls._connect(path, migrations, busy_timeout, read_only=True)
+        except sqlite3.Error as exc:
+            raise history_failure(exc, path) from exc
+
+    @classmethod
+    def _connect(
+        cls, path: Path, migrations: Sequence[Migration], busy_timeout: float, *, read_only: bool
+    ) -> HistoryStore:
+        query = "mode=ro&immutable=1" if read_only else "mode=rw"
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?{query}", uri=True, timeout=busy_timeout, isolation_level=None
+        )
+        try:
             connection.execute("PRAGMA foreign_keys = ON")
             # WAL: `auditor history` can read while a run writes. Set outside a transaction, and only when
             # needed (switching takes a write lock that a reader should not wait for).
-            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            if not read_only and connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
+            if not read_only:
+                connection.execute("PRAGMA synchronous = FULL")
             migrate(connection, migrations)
         except HistoryError as exc:
             connection.close()
             raise HistoryError(f"{path}: {exc.message}", hint=exc.hint) from exc
-        except sqlite3.Error as exc:
+        except BaseException:
             connection.close()
-            raise HistoryError(
-                f"cannot use the history database {path} ({_reason(exc)})",
-                hint="If the file is damaged, move it aside (the next run starts a new history) and keep it for "
-                "recovery with the sqlite3 tool.",
-            ) from exc
+            raise
         return cls(connection, path, len(migrations))
 
     def close(self) -> None:
@@ -363,6 +385,16 @@ class HistoryStore:
         cursor = self._db.execute("INSERT INTO runs (started_at, complete) VALUES (?, 0)", (_ts(started_at),))
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    def discard_placeholder(self, seq: int) -> None:
+        """Remove the :meth:`begin_run` row of a run that finished but could not be recorded (it must not
+        read as "interrupted"); a completed row is never touched."""
+        self._db.execute("DELETE FROM runs WHERE seq = ? AND complete = 0", (seq,))
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether a complete run with this id is recorded."""
+        row = self._db.execute("SELECT 1 FROM runs WHERE run_id = ? AND complete = 1", (run_id,)).fetchone()
+        return row is not None
 
     def record(
         self, run: RunResult, journal_lines: Iterable[JournalLine] = (), *, placeholder: int | None = None
@@ -547,9 +579,9 @@ class HistoryStore:
             TimelineEntry(
                 run_id=run_id,
                 started_at=_dt(started),
-                mode=RunMode(mode),
+                mode=self._known(RunMode, mode, "mode"),
                 name=name,
-                status=Status(status),
+                status=self._known(Status, status, "status"),
                 finding_codes=tuple(codes.get(seq, ())),
                 billed_shared_mailboxes=billed,
                 monthly_cost=cost,
@@ -592,7 +624,11 @@ class HistoryStore:
             "SELECT seq, started_at, currency FROM runs WHERE run_id = ? AND complete = 1", (run_id,)
         ).fetchone()
         if row is None:
-            raise HistoryError(f"run {run_id} is not in the history {self.path}")
+            raise HistoryError(
+                f"run {run_id} is not in the history {self.path} (it holds {self._run_summary()})",
+                hint="Pass with --history the history that run was recorded in (the [history] path of the "
+                "config it was audited with), or leave --history out to render the run without history.",
+            )
         seq, started, currency = int(row[0]), str(row[1]), str(row[2])
         # "Before this run" (in the queries below): a complete run that started earlier, or at the same
         # time but was recorded earlier (ties happen with hand-made timestamps).
@@ -613,13 +649,19 @@ class HistoryStore:
             "ORDER BY tr.tenant_id, r.started_at, r.seq",
             params,
         ):
-            earlier[tenant_id].append(Observation(e_run_id, _dt(e_started), Status(status), cost, e_currency))
+            known = self._known(Status, status, "status")
+            if known is None:
+                continue  # a verdict this version cannot read is left out, as if not observed
+            earlier[tenant_id].append(Observation(e_run_id, _dt(e_started), known, cost, e_currency))
             if mailbox_set is not None:
                 census[tenant_id] = mailbox_set  # rows are chronological: the last one wins
 
         as_of = _dt(started)
         insights: list[TenantInsight] = []
         for tenant_id, name, status, cost, t_currency, mailbox_set in current:
+            current_status = self._known(Status, status, "status")
+            if current_status is None:
+                continue  # nothing to compare: the report shows this tenant without history
             now: list[MailboxRef] | None = None
             previous_ids: list[str] | None = None
             if mailbox_set is not None:
@@ -632,7 +674,7 @@ class HistoryStore:
                 tenant_insight(
                     tenant_id=tenant_id,
                     name=name,
-                    current=Observation(run_id, as_of, Status(status), cost, t_currency),
+                    current=Observation(run_id, as_of, current_status, cost, t_currency),
                     earlier=earlier.get(tenant_id, ()),
                     shared_mailboxes=now,
                     previous_mailbox_ids=previous_ids,
@@ -664,6 +706,34 @@ class HistoryStore:
             previous_run_at=_dt(previous[1]) if previous else None,
         )
 
+    def _known(self, kind: type[_E], value: object, what: str) -> _E | None:
+        """``value`` as a member of ``kind``, or None (warned once per value and database) for one this
+        version does not know: a status or mode written by a newer auditor must not stop anything."""
+        try:
+            return kind(str(value))
+        except ValueError:
+            key = (str(self.path), what, str(value))
+            if key not in _WARNED:
+                _WARNED.add(key)
+                log.warning(
+                    "The history %s holds a %s %r that this version of the auditor does not know (written by a "
+                    "newer version?); it is shown as unknown",
+                    self.path,
+                    what,
+                    value,
+                    extra={"event": "history_unknown_value"},
+                )
+            return None
+
+    def _run_summary(self) -> str:
+        complete, _incomplete = self.run_count()
+        if not complete:
+            return "no recorded run"
+        row = self._db.execute(
+            "SELECT min(started_at), max(started_at) FROM runs WHERE complete = 1"
+        ).fetchone()
+        return f"{complete} run(s) from {str(row[0])[:10]} to {str(row[1])[:10]}"
+
     def _totals(self, seqs: Sequence[int]) -> dict[int, TrendPoint]:
         """Per-run totals computed from the tenant rows (not from summary_json, whose shape may evolve)."""
         if not seqs:
@@ -678,6 +748,7 @@ class HistoryStore:
             )
         }
         statuses: dict[int, Counter[Status]] = defaultdict(Counter)
+        unknown_status: Counter[int] = Counter()
         billed: Counter[int] = Counter()
         cost: dict[int, Decimal] = defaultdict(Decimal)
         unknown: Counter[int] = Counter()
@@ -686,7 +757,11 @@ class HistoryStore:
             "WHERE run_seq IN (SELECT value FROM json_each(?))",
             (wanted,),
         ):
-            statuses[seq][Status(status)] += 1
+            known = self._known(Status, status, "status")
+            if known is None:
+                unknown_status[seq] += 1
+            else:
+                statuses[seq][known] += 1
             billed[seq] += tenant_billed or 0
             if tenant_cost is None:
                 unknown[seq] += 1
@@ -696,13 +771,14 @@ class HistoryStore:
             seq: TrendPoint(
                 run_id=run_id,
                 started_at=_dt(started),
-                mode=RunMode(mode),
-                tenants=sum(statuses[seq].values()),
+                mode=self._known(RunMode, mode, "mode"),
+                tenants=sum(statuses[seq].values()) + unknown_status[seq],
                 by_status={status: statuses[seq].get(status, 0) for status in Status},
                 billed_shared_mailboxes=billed[seq],
                 estimated_monthly_cost=money(cost[seq]),
                 currency=currency,
                 tenants_with_unknown_cost=unknown[seq],
+                tenants_with_unknown_status=unknown_status[seq],
             )
             for seq, (run_id, started, mode, currency) in runs.items()
         }
@@ -724,6 +800,69 @@ def _dt(text: str) -> datetime:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+_MOVE_ASIDE: Final = (
+    "Move it aside (the next run starts a new history) and keep it for recovery (sqlite3 FILE .recover)."
+)
+
+
+def history_failure(exc: sqlite3.Error, path: Path) -> HistoryError:
+    """A :class:`HistoryError` naming the real cause of an SQLite failure on the history at ``path``:
+    damaged, not a database, read-only, disk full, an I/O error or busy (each with its own remedy), told
+    apart by SQLite's error code rather than guessed from where it happened."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    detail = _reason(exc)
+    text = detail.lower()
+    if name == "SQLITE_NOTADB" or "not a database" in text:
+        return HistoryError(
+            f"{path} is not an SQLite database ({detail}), so it cannot be the auditor's history",
+            hint="Point [history] path at the history file, or move this file aside (the next run starts a "
+            "new history).",
+        )
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return HistoryError(f"the history database {path} is damaged ({detail})", hint=_MOVE_ASIDE)
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")) or "readonly" in text:
+        return HistoryError(
+            f"the history database {path} is read-only for this user ({detail}), so this run could not be "
+            "recorded",
+            hint="Give the user running the auditor write access to the file and its directory (SQLite keeps "
+            "-wal and -shm files beside it); `auditor history` and `auditor report --history` only read it.",
+        )
+    if name == "SQLITE_FULL" or "disk is full" in text:
+        return HistoryError(
+            f"the disk holding the history database {path} is full ({detail})",
+            hint="Free some space on that file system, then re-run.",
+        )
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return HistoryError(
+            f"cannot open the history database {path} ({detail})",
+            hint="Check that its directory exists and that the user running the auditor may write there.",
+        )
+    if name.startswith("SQLITE_IOERR") or "i/o error" in text:
+        return HistoryError(
+            f"the disk reported an I/O error on the history database {path} ({detail})",
+            hint="Check the disk and the file system (SQLite needs a local disk, not a network share).",
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return HistoryError(
+            f"the history database {path} is locked by another program ({detail})",
+            hint="Close whatever has it open (an sqlite3 shell, a backup job), then re-run.",
+        )
+    return HistoryError(
+        f"cannot use the history database {path} ({detail})",
+        hint="If the file is damaged, move it aside (the next run starts a new history) and keep it for "
+        "recovery with the sqlite3 tool.",
+    )
+
+
+def _is_access_problem(exc: sqlite3.Error) -> bool:
+    """The file or its directory cannot be written (or the -shm file created): a reader may still read."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or (
+        "readonly" in text or "unable to open" in text
+    )
 
 
 def _reason(exc: BaseException) -> str:

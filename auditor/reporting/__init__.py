@@ -11,6 +11,7 @@ file name inside ``--out`` and a ``write(run, path) -> path`` function.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Final
 from auditor.constants import ExitCode
 from auditor.errors import AuditorError, ErrorCode
 from auditor.model import RunResult
+from auditor.reporting.atomic import DEFAULT_MODE, publish
 
 __all__ = [
     "FORMATS",
@@ -148,29 +150,51 @@ def write_reports(
     *,
     insights: Any = None,
     templates: Path | None = None,
+    file_mode: int = DEFAULT_MODE,
 ) -> list[Path]:
     """Write ``run`` in each of ``formats`` (names as :func:`parse_formats` accepts; ``None``: all) into
-    ``out_dir``, each atomically; returns the paths written, in :data:`FORMATS` order.
+    ``out_dir``; returns the paths written, in :data:`FORMATS` order.
 
     ``insights`` (from :mod:`auditor.history`: a ``RunInsights``, a ``HistoryUnavailable`` or None) adds
     what changed since the previous run, gap ages, accrued cost and the trend to the HTML and Excel reports.
     ``templates`` is a directory overriding the HTML templates file by file (``auditor report --templates``).
+    ``file_mode`` is the permission bits of every file written (``[reports] file_mode``).
+
+    Every file is first written into a staging directory inside ``out_dir``; only when all of them are
+    complete are they switched into place (:func:`~auditor.reporting.atomic.publish`). So ``out_dir``
+    holds either the complete new set or the complete previous one, never the new audit.json beside the
+    previous run's HTML.
 
     Raises :class:`UnknownFormatError` before writing anything, and :class:`OutputDirectoryError` when the
-    directory or a file cannot be written (the file it was writing keeps its previous content).
+    directory or a file cannot be written (the previous reports are then untouched).
     """
     wanted = parse_formats(formats)
     out_dir = prepare_out_dir(out_dir)
-    written: list[Path] = []
-    for report in FORMATS.values():
-        if report.name not in wanted:
-            continue
-        target = out_dir / report.filename
+    hint = "Check free space and permissions of the --out directory, then re-run."
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".staging.", dir=out_dir))
+    except OSError as exc:
+        raise OutputDirectoryError(f"cannot write in {out_dir} ({exc.strerror or exc})", hint=hint) from exc
+    try:
+        staged: list[Path] = []
+        for report in FORMATS.values():
+            if report.name not in wanted:
+                continue
+            target = out_dir / report.filename
+            try:
+                staged.append(report.write(run, staging / report.filename, insights, templates))
+            except OSError as exc:
+                raise OutputDirectoryError(
+                    f"cannot write {target} ({exc.strerror or exc})", hint=hint
+                ) from exc
         try:
-            written.append(report.write(run, target, insights, templates))
+            return publish(staged, out_dir, mode=file_mode)
         except OSError as exc:
+            where = exc.filename or out_dir
             raise OutputDirectoryError(
-                f"cannot write {target} ({exc.strerror or exc})",
-                hint="Check free space and permissions of the --out directory, then re-run.",
+                f"cannot replace the reports in {out_dir}: {where}: {exc.strerror or exc}",
+                hint="Move what is in the way (e.g. a directory named like a report) or fix the permissions "
+                "of the --out directory, then re-run.",
             ) from exc
-    return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -36,6 +36,7 @@ from auditor.model import RunResult, Severity, Status
 from auditor.reporting import rows
 from auditor.reporting.atomic import atomic_path
 from auditor.reporting.rows import Column, ColumnKind, Table
+from auditor.reporting.text import report_text
 
 __all__ = [
     "HISTORY_SHEETS",
@@ -151,9 +152,10 @@ def build_workbook(run: RunResult, insights: rows.Insights = None) -> Workbook:
 
 
 def excel_text(value: object) -> str:
-    """How a text value is stored: as a string, with characters XML cannot hold replaced, capped at
-    Excel's cell limit. (Tests compare against this.)"""
-    text: str = ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))
+    """How a text value is stored: as a string, control and bidi characters marked visibly and capped
+    at the reports' free-text length (:mod:`auditor.reporting.text`), anything XML still cannot hold
+    replaced, never beyond Excel's cell limit. (Tests compare against this.)"""
+    text: str = ILLEGAL_CHARACTERS_RE.sub("\ufffd", report_text(str(value)))
     return text[:_MAX_CELL_TEXT]
 
 

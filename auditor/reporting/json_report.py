@@ -9,9 +9,11 @@ leaves the previous ``audit.json`` untouched and no temporary file behind.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Final
 
+from auditor.config import MAX_PRICE
 from auditor.model import SCHEMA_VERSION, RunResult
 from auditor.reporting import RunFileError
 from auditor.reporting.atomic import atomic_path
@@ -55,7 +57,9 @@ def read_run(path: Path) -> RunResult:
     except OSError as exc:
         raise RunFileError(f"{path}: cannot read the file ({exc.strerror or exc})", hint=_READ_HINT) from None
     try:
-        data = json.loads(text)
+        # Numbers are parsed by us: NaN/Infinity and integers of thousands of digits (which make int()
+        # raise, or every sum after them inf) become markers that the check below names.
+        data = json.loads(text, parse_int=_parse_int, parse_constant=_NotANumber)
     except json.JSONDecodeError as exc:
         raise RunFileError(
             f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})",
@@ -64,11 +68,23 @@ def read_run(path: Path) -> RunResult:
     if not isinstance(data, dict) or "schema_version" not in data:
         raise RunFileError(f"{path}: not an audit.json document (no schema_version)", hint=_READ_HINT)
     version = data["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise RunFileError(
+            f"{path}: schema_version must be a whole number, not {_shown(version)} (this auditor reads "
+            f"schema_version {SCHEMA_VERSION})",
+            hint=_READ_HINT,
+        )
     if version != SCHEMA_VERSION:
         raise RunFileError(
             f"{path}: audit.json schema_version {version!r} is not supported "
             f"(this auditor reads schema_version {SCHEMA_VERSION})",
             hint="Use the auditor version that wrote the file (run.tool_version), or re-run the audit.",
+        )
+    problem = _number_problem(data, "") or _shape_problem(data)
+    if problem:
+        raise RunFileError(
+            f"{path}: {problem}",
+            hint="The file was edited or damaged; use the audit.json the audit wrote, or re-run the audit.",
         )
     try:
         return RunResult.from_dict(data)
@@ -76,3 +92,87 @@ def read_run(path: Path) -> RunResult:
         raise RunFileError(f"{path}: not a complete audit.json (missing {exc})", hint=_READ_HINT) from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise RunFileError(f"{path}: not a valid audit.json ({exc})", hint=_READ_HINT) from None
+
+
+# --- validation of what is read back ------------------------------------------------------------------------
+
+# Every number in audit.json is a count, a price, a cost or a duration: never negative, and far below this
+# (a trillion mailboxes, or a monthly cost of a trillion, is not a reading but an edit).
+MAX_NUMBER: Final = 10**15
+_MAX_DIGITS: Final = 16
+
+
+class _NotANumber:
+    """What the parser makes of NaN, Infinity, -Infinity (not JSON, but Python's json accepts them)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _TooLong:
+    """An integer literal with more digits than any count or cost can have (never converted)."""
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+
+def _parse_int(text: str) -> int | _TooLong:
+    return int(text) if len(text.lstrip("-")) <= _MAX_DIGITS else _TooLong(text)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value[:40])
+    return type(value).__name__ if isinstance(value, dict | list) else repr(value)
+
+
+def _number_problem(value: object, where: str) -> str:
+    """The first number in the document that no audit.json holds, named by its path; "" when none."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _number_problem(item, f"{where}.{key}" if where else str(key))
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _number_problem(item, f"{where}[{index}]")
+            if problem:
+                return problem
+    elif isinstance(value, _NotANumber):
+        return f"{where}: {value.text} is not a finite number"
+    elif isinstance(value, _TooLong):
+        return f"{where}: an integer of {value.digits} digits is out of range (at most {MAX_NUMBER:.0e})"
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            return f"{where}: {value!r} is not a finite number"
+        if value < 0:
+            return f"{where}: {value!r} is negative (counts, prices and costs never are)"
+        if value > MAX_NUMBER:
+            return f"{where}: {value!r} is out of range (at most {MAX_NUMBER:.0e})"
+    return ""
+
+
+def _shape_problem(data: dict[str, object]) -> str:
+    """The first structural problem (tenants a list of objects, billing counts whole numbers); "" if none."""
+    tenants = data.get("tenants")
+    if not isinstance(tenants, list):
+        return f"tenants must be a list, not {_shown(tenants)}"
+    for index, tenant in enumerate(tenants):
+        if not isinstance(tenant, dict):
+            return f"tenants[{index}] must be an object, not {_shown(tenant)}"
+        billing = tenant.get("billing")
+        if billing is None:
+            continue
+        if not isinstance(billing, dict):
+            return f"tenants[{index}].billing must be an object, not {_shown(billing)}"
+        billed = billing.get("billed_shared_mailboxes")
+        if billed is not None and (isinstance(billed, bool) or not isinstance(billed, int)):
+            return f"tenants[{index}].billing.billed_shared_mailboxes must be a whole number, not {_shown(billed)}"
+        for key in ("price_per_mailbox", "monthly_cost"):
+            amount = billing.get(key)
+            if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int | float)):
+                return f"tenants[{index}].billing.{key} must be a number, not {_shown(amount)}"
+        price = billing.get("price_per_mailbox")
+        if isinstance(price, int | float) and price > MAX_PRICE:
+            return f"tenants[{index}].billing.price_per_mailbox {price!r} is out of range (at most {MAX_PRICE:,})"
+    return ""

@@ -1041,7 +1041,7 @@ def trend_rows(insights: RunInsights) -> Table:
         {
             "started_at": p.started_at,
             "run_id": p.run_id,
-            "mode": p.mode.value,
+            "mode": p.mode.value if p.mode is not None else "unknown",
             "tenants": p.tenants,
             **{f"status_{s.value}": int(p.by_status.get(s, 0)) for s in STATUS_ORDER},
             "gaps": p.gaps,

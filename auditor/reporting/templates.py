@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Final
 
 import jinja2
+from markupsafe import Markup
 
 from auditor.reporting import ReportError
+from auditor.reporting.text import report_text
 
 __all__ = [
     "BUILTIN_PREFIX",
@@ -67,6 +69,14 @@ def check_templates_dir(user_dir: Path) -> Path:
     return user_dir
 
 
+def _finalize(value: object) -> object:
+    # Every {{ value }} that is plain text (tenant data included) gets its control and bidi characters
+    # marked and is capped (auditor.reporting.text); markup the page builds itself (Markup) is left alone.
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return report_text(value)
+    return value
+
+
 def template_environment(user_dir: Path | None = None) -> jinja2.Environment:
     """A jinja2 environment over ``user_dir`` (if given, searched first) and the built-in templates.
 
@@ -82,6 +92,7 @@ def template_environment(user_dir: Path | None = None) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
+        finalize=_finalize,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

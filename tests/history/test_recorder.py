@@ -81,7 +81,7 @@ def test_an_unusable_history_location_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("a file where a directory should be")
     with pytest.raises(HistoryError) as caught:
         open_history(config_with(tmp_path, 'path = "blocker/h.sqlite"'))
-    assert caught.value.exit_code == 2 and "history lock file" in str(caught.value)
+    assert caught.value.exit_code == 2 and "a file is in the way of its directory" in str(caught.value)
 
 
 def test_a_database_failure_while_recording_keeps_earlier_runs_and_the_reports(

@@ -131,9 +131,9 @@ def test_someone_elses_database_is_refused(db: Path, setup: object, text: str) -
 
 def test_a_file_that_is_not_a_database_is_refused(db: Path) -> None:
     db.write_bytes(b"this is not sqlite " * 100)
-    with pytest.raises(HistoryError, match="cannot use the history database") as caught:
+    with pytest.raises(HistoryError, match="is not an SQLite database") as caught:
         HistoryStore.open(db)
-    assert "move it aside" in str(caught.value)
+    assert "move this file aside" in str(caught.value)
 
 
 def test_open_without_create_needs_the_file(db: Path) -> None:

@@ -18,6 +18,7 @@ from auditor.model import RunResult, Status
 from auditor.reporting import rows
 from auditor.reporting.excel import HISTORY_SHEETS, SHEETS, excel_text, render_excel, sheet_names
 from auditor.reporting.html import render_html, render_html_text
+from auditor.reporting.text import mark_controls
 from tests.reporting.history_sample import ADATUM, KEPT_MAILBOXES, NORTHWIND, history_runs, record_history
 from tests.reporting.sample import HOSTILE_TENANT_ID, HOSTILE_TENANT_NAME, XSS_PAYLOADS, sample_run
 from tests.reporting.test_html import _Tree
@@ -94,7 +95,8 @@ def test_changes_section_lists_exactly_the_changes(tree: _Tree, insights: RunIns
 def test_hostile_mailbox_names_in_the_changes_are_text(tree: _Tree, insights: RunInsights) -> None:
     (section,) = tree.all("section", id="changes")
     names = [e.text() for e in section.iter() if e.tag == "li"]
-    expected = [m.display_name for m in insights.new_gaps[0].new_shared_mailboxes]
+    # Control characters are shown as visible [U+XXXX] markers (auditor.reporting.text).
+    expected = [mark_controls(m.display_name) for m in insights.new_gaps[0].new_shared_mailboxes]
     assert names == expected
     assert all(p in names for p in XSS_PAYLOADS[KEPT_MAILBOXES:])
     assert not [e for e in section.iter() if e.tag in ("img", "script", "svg")]

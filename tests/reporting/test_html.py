@@ -18,6 +18,7 @@ import pytest
 from auditor.model import RunResult
 from auditor.reporting.html import render_html, render_html_text
 from auditor.reporting.templates import TemplateDirectoryError, builtin_templates_dir
+from auditor.reporting.text import mark_controls
 from tests.reporting.sample import FORMULA_PAYLOADS, HOSTILE_TENANT_NAME, XSS_PAYLOADS, sample_run
 
 
@@ -204,7 +205,7 @@ def test_every_tenant_has_a_detail_section(tree: _Tree, audit_json: dict[str, An
         for finding in tenant["findings"]:
             assert finding["code"] in text
         for mailbox in tenant["shared_mailboxes"] or ():
-            assert mailbox["display_name"] in text
+            assert mark_controls(mailbox["display_name"]) in text  # controls shown as [U+XXXX]
         if tenant["error"]:
             assert tenant["error"]["hint"] in text
         if tenant["remediation"]["action"] != "none":

@@ -181,7 +181,22 @@ def test_tenant_cloud_resets_inherited_endpoint_overrides(tmp_path: Path) -> Non
     assert sim.auth.graph_endpoint == "https://graph.example.com"
 
 
-def test_tenant_overrides_every_auth_key(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real CA certificate: ca_bundle files are checked (exist, parse) when the config is loaded."""
+    from auditor.simulator.tls import make_server_tls
+
+    return make_server_tls(tmp_path_factory.mktemp("tls")).ca_file.read_bytes()
+
+
+def put_ca(path: Path, pem: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pem)
+
+
+def test_tenant_overrides_every_auth_key(tmp_path: Path, ca_pem: bytes) -> None:
+    put_ca(tmp_path / "ca" / "corp.pem", ca_pem)
+    put_ca(tmp_path / "other-ca.pem", ca_pem)
     text = (
         AUTH
         + 'ca_bundle = "ca/corp.pem"\n'
@@ -216,10 +231,11 @@ def test_nested_tenant_auth_table(tmp_path: Path) -> None:
 
 
 def test_relative_paths_resolve_against_the_config_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca_pem: bytes
 ) -> None:
     conf_dir = tmp_path / "etc" / "auditor"
     conf_dir.mkdir(parents=True)
+    put_ca(conf_dir / "ca.pem", ca_pem)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
