@@ -195,6 +195,8 @@ def demo_config_text(sim: GraphSimulator, fixture: Mapping[str, Any]) -> str:
         f"authority = {_toml(sim.authority)}",
         f"graph_endpoint = {_toml(sim.graph_url)}",
         f"ca_bundle = {_toml(str(sim.ca_file))}",
+        "# The simulator is not a Microsoft host: its sign-in and Graph endpoints must be allowed explicitly.",
+        "allow_custom_endpoints = true",
     ]
     for spec, tenant in zip(fixture_tenants, served, strict=True):
         key = str(spec.get("key", ""))

@@ -11,9 +11,6 @@ wants to know which application permissions (``roles``) Entra put into it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from auditor.errors import ErrorCode, GraphError, redact
 
-from .client import ConnectionSettings, GraphSession, open_session
+from .client import ConnectionSettings, GraphSession, jwt_claims, open_session
 from .reader import GraphReader, translate_auth_error
 
 __all__ = ["Preflight", "TokenGrant", "jwt_claims", "preflight_session"]
@@ -38,24 +35,6 @@ class TokenGrant:
     app_id: str | None  # appid / azp claim: the client the token was issued to
     tenant_id: str | None  # tid claim
     expires_on: datetime
-
-
-def jwt_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT (``header.payload.signature``), base64url-decoded, without verification.
-
-    Raises ``ValueError`` when ``token`` is not a JWT with a JSON object payload.
-    """
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[1]:
-        raise ValueError("the access token is not a JWT (expected three dot-separated parts)")
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError(f"the access token's payload is not base64url JSON ({type(exc).__name__})") from None
-    if not isinstance(claims, dict):
-        raise ValueError("the access token's payload is not a JSON object")
-    return claims
 
 
 class Preflight:

@@ -40,6 +40,7 @@ def demo_config_text(
         f'authority = "{sim.authority}"',
         f'graph_endpoint = "{sim.graph_url}"',
         f'ca_bundle = "{sim.ca_file}"',
+        "allow_custom_endpoints = true",
         "",
     ]
     for tenant in _DEMO["tenants"]:
