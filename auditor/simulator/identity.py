@@ -166,6 +166,61 @@ class IdentityService:
             "access_token": access_token,
         }
 
+    # --- the managed identity endpoint (App Service style) ---------------------------------------
+
+    def managed_identity_token(self, client_id: str | None, resource: str) -> dict[str, Any]:
+        """Answer ``GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=...[&client_id=...]``.
+
+        The token is for the identity's *home* tenant, whatever tenant the caller had in mind: a managed
+        identity takes no tenant id and does not work across directories
+        (learn.microsoft.com/azure/app-service/overview-managed-identity, "REST endpoint reference"; the
+        answer's fields below are that page's: access_token, expires_on (epoch seconds, a string),
+        resource, token_type, client_id; azure-identity's ManagedIdentityClient needs access_token,
+        expires_on or expires_in, and resource). Raises TokenError with App Service's 400 when no such
+        identity is assigned.
+        """
+        identities = [a for a in self.world.apps.values() if a.home_tenant_id is not None]
+        if client_id:
+            identities = [a for a in identities if a.client_id.lower() == client_id.lower()]
+        if len(identities) != 1 or not resource:
+            raise TokenError(
+                400,
+                "invalid_request",
+                0,
+                "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/"
+                "PrincipalId."
+                if resource
+                else "Required query parameter 'resource' is missing.",
+            )
+        identity = identities[0]
+        home = self.world.tenant(identity.home_tenant_id or "")
+        assert home is not None, identity.home_tenant_id
+        audience = resource.removesuffix("/.default").rstrip("/")
+        now = int(time.time())
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{home.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + TOKEN_LIFETIME,
+            "appid": identity.client_id,
+            "azp": identity.client_id,
+            "idtyp": "app",
+            "oid": stable_id(home.tenant_id, "sp", "client:" + identity.client_id),
+            "tid": home.tenant_id,
+            "roles": sorted(home.consents.get(identity.client_id.lower(), ())),
+            "ver": "1.0",
+        }
+        access_token = self._sign_hs256(claims)
+        self.issued.append(access_token)
+        return {
+            "access_token": access_token,
+            "expires_on": str(now + TOKEN_LIFETIME),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": identity.client_id,
+        }
+
     def openid_configuration(self, tenant_key: str, base_url: str) -> dict[str, Any]:
         tenant = self.world.tenant(tenant_key)
         if tenant is None:

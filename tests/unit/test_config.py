@@ -167,7 +167,9 @@ def test_cloud_table(tmp_path: Path, cloud: str) -> None:
     ],
 )
 def test_endpoint_overrides_win_and_scope_follows(tmp_path: Path, written: str, stored: str) -> None:
-    text = CUSTOM + f'cloud = "china"\nauthority = "https://login.example.com/"\ngraph_endpoint = "{written}"\n'
+    text = (
+        CUSTOM + f'cloud = "china"\nauthority = "https://login.example.com/"\ngraph_endpoint = "{written}"\n'
+    )
     auth = load(tmp_path, text + TENANT).tenants[0].auth
     assert auth.authority == "https://login.example.com"
     assert auth.graph_endpoint == stored
