@@ -179,6 +179,18 @@ def retry_after_seconds(headers: Any) -> float | None:
 _SSL_CONTEXTS: dict[str, ssl.SSLContext] = {}
 
 
+def graph_origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL, the port defaulted by scheme: what "the same host" means for where the
+    bearer token may go."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
 def jwt_claims(token: str) -> dict[str, Any]:
     """The payload of a JWT (``header.payload.signature``), base64url-decoded, without verification.
 
@@ -212,6 +224,19 @@ def wrong_tenant_error(expected: str, found: str, source: str) -> GraphError:
     )
 
 
+def tenant_mismatch(
+    expected: str, organization_id: str | None, token_tenant_id: str | None
+) -> GraphError | None:
+    """WRONG_TENANT when the token's ``tid`` or the ``/organization`` id (either may be unknown: None) names
+    another tenant than ``expected``; None when every known id matches."""
+    expected = expected.lower()
+    if token_tenant_id is not None and token_tenant_id.lower() != expected:
+        return wrong_tenant_error(expected, token_tenant_id.lower(), "The access token")
+    if organization_id is not None and organization_id.lower() != expected:
+        return wrong_tenant_error(expected, organization_id.lower(), "GET /organization")
+    return None
+
+
 class TenantGuard:
     """Reads the tenant (``tid`` claim) of every bearer token the client is about to send, and refuses to send
     one issued for another tenant than the configured ``tenant_id`` (WRONG_TENANT).
@@ -221,8 +246,11 @@ class TenantGuard:
     ``GET /organization`` alone decides (:meth:`GraphSession.confirm_tenant`).
     """
 
-    def __init__(self, expected_tenant_id: str) -> None:
+    def __init__(self, expected_tenant_id: str, graph_endpoint: str | None = None) -> None:
         self.expected = expected_tenant_id.lower()
+        # The SDK's allowed hosts compare host names only; a token bound for the same host on another port
+        # or scheme is stopped here.
+        self.graph_origin = graph_origin(graph_endpoint) if graph_endpoint else None
         self.token_tenant_id: str | None = None  # the tid of the last token read
         self.opaque = False  # a token without a readable tid was sent
         self._checked: bytes | None = None  # digest of the last header that passed (not the token itself)
@@ -247,19 +275,16 @@ class TenantGuard:
         self._checked = digest
 
     async def on_request(self, request: httpx.Request) -> None:
-        self.check_authorization(request.headers.get("authorization"))
-
-
-def graph_origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of a URL, the port defaulted by scheme: what "the same host" means for where the
-    bearer token may go."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+        header = request.headers.get("authorization")
+        if header and self.graph_origin is not None and graph_origin(str(request.url)) != self.graph_origin:
+            scheme, host, port = graph_origin(str(request.url))
+            raise GraphError(
+                f"A request carrying the Graph access token was about to go to {scheme}://{host}:{port}, "
+                "which is not the configured Graph endpoint; it was not sent",
+                code=ErrorCode.GRAPH_ERROR,
+                hint="Check graph_endpoint in the config, and any proxy that rewrites Graph's answers.",
+            )
+        self.check_authorization(header)
 
 
 def make_graph_client(
@@ -326,13 +351,12 @@ class GraphSession:
         Organization.Read.All) the tenant cannot be confirmed: that is logged, and the audit goes on.
         """
         expected = self.settings.tenant_id.lower()
-        org_id = str((organization or {}).get("id") or "").lower()
-        if org_id and org_id != expected:
-            raise wrong_tenant_error(expected, org_id, "GET /organization")
-        guard = self.guard
-        if guard is not None and guard.token_tenant_id not in (None, expected):
-            raise wrong_tenant_error(expected, guard.token_tenant_id, "The access token")
-        if not org_id and (guard is None or guard.token_tenant_id is None):
+        org_id = str((organization or {}).get("id") or "").lower() or None
+        token_tid = self.guard.token_tenant_id if self.guard is not None else None
+        error = tenant_mismatch(expected, org_id, token_tid)
+        if error is not None:
+            raise error
+        if org_id is None and token_tid is None:
             log.warning(
                 "tenant %s: neither the access token (not a JWT) nor GET /organization (not readable) "
                 "names the tenant; it could not be confirmed that the credential signed in to it",
@@ -349,7 +373,7 @@ async def open_session(
     credential = make_credential(settings)
     try:
         gate = ThrottleGate()
-        guard = TenantGuard(settings.tenant_id)
+        guard = TenantGuard(settings.tenant_id, settings.graph_endpoint)
         client = make_graph_client(credential, settings, gate, event_hooks=event_hooks, guard=guard)
         try:
             yield GraphSession(settings, credential, client, gate, guard)

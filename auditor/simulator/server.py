@@ -106,6 +106,8 @@ class GraphSimulator:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._identity_runner: web.AppRunner | None = None
+        # Test hook: when set, every @odata.nextLink points at this origin instead (a hostile host).
+        self.next_link_origin: str | None = None
         self.identity_port = 0
         # The secret App Service puts in IDENTITY_HEADER; the token endpoint refuses requests without it.
         self._identity_header = secrets.token_urlsafe(24)
@@ -395,8 +397,14 @@ class GraphSimulator:
         out_headers = {**_GRAPH_HEADERS, **reply.headers}
         if reply.body is None:
             return web.Response(status=reply.status, headers=out_headers)
+        answer = reply.body
+        if self.next_link_origin and isinstance(answer, dict) and "@odata.nextLink" in answer:
+            # Not something Graph does (its links point back at Graph): an answer rewritten on the way, for
+            # tests that prove the client keeps its token away from another host.
+            link = str(answer["@odata.nextLink"])
+            answer = {**answer, "@odata.nextLink": link.replace(self.origin, self.next_link_origin, 1)}
         return web.json_response(
-            reply.body, status=reply.status, headers=out_headers, content_type="application/json"
+            answer, status=reply.status, headers=out_headers, content_type="application/json"
         )
 
 
