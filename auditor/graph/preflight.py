@@ -21,7 +21,7 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from auditor.errors import ErrorCode, GraphError, redact
 
-from .client import ConnectionSettings, GraphSession, jwt_claims, open_session
+from .client import ConnectionSettings, GraphSession, jwt_claims, open_session, tenant_mismatch
 from .reader import GraphReader, translate_auth_error
 
 __all__ = ["Preflight", "TokenGrant", "jwt_claims", "preflight_session"]
@@ -48,7 +48,8 @@ class Preflight:
 
     async def token(self) -> TokenGrant:
         """Get an access token for Graph and read its claims; raises GraphError (AUTH_FAILED with the
-        AADSTS hint, NETWORK_ERROR, or GRAPH_ERROR for a token that is not a JWT)."""
+        AADSTS hint, NETWORK_ERROR, GRAPH_ERROR for a token that is not a JWT, WRONG_TENANT for a token
+        issued for another tenant)."""
         settings = self.settings
         try:
             access = await self.session.credential.get_token(settings.scope)
@@ -75,6 +76,10 @@ class Preflight:
                 code=ErrorCode.GRAPH_ERROR,
                 hint="Check that authority and graph_endpoint point at Microsoft Entra ID and Microsoft Graph.",
             ) from None
+        # A token for another tenant (e.g. a managed identity's home tenant) is the tenant's problem to fix.
+        wrong = tenant_mismatch(settings.tenant_id, None, _text(claims.get("tid")))
+        if wrong is not None:
+            raise wrong
         roles = claims.get("roles") or []
         return TokenGrant(
             roles=frozenset(str(r) for r in roles) if isinstance(roles, list) else frozenset(),

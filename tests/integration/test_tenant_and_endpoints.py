@@ -7,12 +7,14 @@ host and records every byte it is sent.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import openpyxl
 import pytest
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
@@ -23,6 +25,7 @@ from auditor.collect import TenantAuditor
 from auditor.config import AuditConfig, load_config
 from auditor.errors import ErrorCode, GraphError
 from auditor.graph.client import open_session, send_for_bytes
+from auditor.graph.preflight import preflight_session
 from auditor.graph.reader import GraphReader
 from auditor.model import RemediationAction, Status
 from auditor.remediation import Journal, apply_plan, plan_remediation
@@ -140,6 +143,28 @@ async def test_a_managed_identity_token_for_another_tenant_is_wrong_tenant_never
     ]
 
 
+def test_wrong_tenant_reaches_every_report_and_the_history(sim_env: GraphSimulator, tmp_path: Path) -> None:
+    config = write_demo_config(sim_env, tmp_path)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    result = runner.invoke(app, ["audit", "-c", str(config.path), "-o", str(out), "--tenant", "Wingtip Toys"])
+    assert result.exit_code == 3, result.output
+    assert "WRONG_TENANT" in result.stdout and DEMO_TENANTS["contoso"] in result.stdout
+    (tenant,) = json.loads((out / "audit.json").read_text())["tenants"]
+    assert tenant["status"] == "error" and tenant["error"]["code"] == "WRONG_TENANT"
+    assert "WRONG_TENANT" in (out / "audit.html").read_text()
+    cells = [
+        c.value for ws in openpyxl.load_workbook(out / "audit.xlsx") for row in ws.iter_rows() for c in row
+    ]
+    assert "WRONG_TENANT" in cells
+    again = runner.invoke(app, ["report", str(out / "audit.json"), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    assert "WRONG_TENANT" in (tmp_path / "again" / "audit.html").read_text()
+    history = runner.invoke(app, ["history", "-c", str(config.path), "--tenant", "Wingtip Toys"])
+    assert history.exit_code == 0, history.output
+    assert "WRONG_TENANT" in history.stdout
+
+
 async def test_the_same_managed_identity_audits_its_home_tenant(
     sim_env: GraphSimulator, tmp_path: Path
 ) -> None:
@@ -180,6 +205,15 @@ async def test_a_remediation_credential_for_another_tenant_writes_nothing(
     assert DEMO_TENANTS["contoso"] in outcome.detail and DEMO_TENANTS["fabrikam"] in outcome.detail
     assert not [r for r in sim.requests() if r.method == "POST" and r.route == "roleAssignments.create"]
     assert len(sim.world.tenants[DEMO_TENANTS["contoso"]].role_assignments) == contoso_before
+
+
+async def test_doctor_says_which_tenant_the_token_is_for(sim_env: GraphSimulator) -> None:
+    settings = settings_for(sim_env, "wingtip", method="managed_identity", client_id=host_identity(sim_env))
+    async with preflight_session(settings, "Wingtip Toys") as probe:
+        with pytest.raises(GraphError) as caught:
+            await probe.token()
+    assert caught.value.code is ErrorCode.WRONG_TENANT
+    assert DEMO_TENANTS["contoso"] in caught.value.hint and DEMO_TENANTS["wingtip"] in caught.value.hint
 
 
 # --- issue 12 item 1: the fleet's secret goes to Microsoft's hosts only ---------------------------------
