@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openpyxl
 import pytest
 from kiota_abstractions.method import Method
@@ -24,7 +25,7 @@ from auditor.cli.main import app
 from auditor.collect import TenantAuditor
 from auditor.config import AuditConfig, load_config
 from auditor.errors import ErrorCode, GraphError
-from auditor.graph.client import open_session, send_for_bytes
+from auditor.graph.client import jwt_claims, open_session, send_for_bytes
 from auditor.graph.preflight import preflight_session
 from auditor.graph.reader import GraphReader
 from auditor.model import RemediationAction, Status
@@ -141,6 +142,32 @@ async def test_a_managed_identity_token_for_another_tenant_is_wrong_tenant_never
     assert not [
         r for r in sim_env.requests() if r.app_id == identity and r.route != "identity.managed_identity"
     ]
+
+
+async def test_the_managed_identity_endpoint_answers_as_app_service(sim_env: GraphSimulator) -> None:
+    identity = host_identity(sim_env)
+    header = {"X-IDENTITY-HEADER": sim_env.credentials["IDENTITY_HEADER"]}
+    query = {"api-version": "2019-08-01", "resource": sim_env.graph_url}
+    url = sim_env.credentials["IDENTITY_ENDPOINT"]
+    assert url.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient() as http:
+        good = await http.get(url, params={**query, "client_id": identity}, headers=header)
+        system = await http.get(url, params=query, headers=header)  # the only identity: no client_id needed
+        no_header = await http.get(url, params=query)
+        unknown = await http.get(url, params={**query, "client_id": DEMO_TENANTS["fabrikam"]}, headers=header)
+    assert good.status_code == 200 and system.status_code == 200
+    body = good.json()
+    assert set(body) == {"access_token", "expires_on", "resource", "token_type", "client_id"}
+    assert (
+        body["resource"] == sim_env.graph_url
+        and body["client_id"] == identity
+        and body["expires_on"].isdigit()
+    )
+    claims = jwt_claims(body["access_token"])
+    assert claims["tid"] == DEMO_TENANTS["contoso"] and claims["appid"] == identity
+    assert "User.Read.All" in claims["roles"]
+    assert no_header.status_code == 401 and "access_token" not in no_header.json()
+    assert unknown.status_code == 400 and "No User Assigned" in unknown.json()["message"]
 
 
 def test_wrong_tenant_reaches_every_report_and_the_history(sim_env: GraphSimulator, tmp_path: Path) -> None:
