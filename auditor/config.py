@@ -923,7 +923,8 @@ class _Parser:
     def url(self, table: Mapping[str, Any], key: str, keypath: str) -> str:
         value = table[key]
         where = f"{keypath}.{key}"
-        example = f'e.g. {key} = "https://{"login" if key == "authority" else "graph"}.example.com"'
+        host = "login.microsoftonline.com" if key == "authority" else "graph.microsoft.com"
+        example = f'e.g. {key} = "https://{host}"'
         if not isinstance(value, str):
             self.fail(where, f"must be a URL string, not {_type_name(value)}", example)
         text = value.strip().rstrip("/")
