@@ -84,6 +84,11 @@ class IdentityService:
         self.audiences: set[str] = {"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"}
         # Every access token handed out (most recent last, bounded): tests check none of them leaks.
         self.issued: deque[str] = deque(maxlen=10_000)
+        # Test hook: hand out opaque tokens (not JWTs). Microsoft tells clients to treat access tokens as
+        # opaque (learn.microsoft.com entra/identity-platform/access-tokens: their format may change or be
+        # encrypted), so a client must not depend on reading them.
+        self.opaque_tokens = False
+        self._opaque: dict[str, dict[str, Any]] = {}
 
     # --- the token endpoint -------------------------------------------------------------------
 
@@ -342,6 +347,10 @@ class IdentityService:
     # --- access tokens ---------------------------------------------------------------------------
 
     def _sign_hs256(self, claims: dict[str, Any]) -> str:
+        if self.opaque_tokens:
+            token = secrets.token_urlsafe(48)
+            self._opaque[token] = claims
+            return token
         header = b64url(json.dumps({"typ": "JWT", "alg": "HS256", "kid": "sim"}).encode())
         body = b64url(json.dumps(claims, separators=(",", ":")).encode())
         signature = hmac.new(self._signing_key, f"{header}.{body}".encode(), hashlib.sha256).digest()
@@ -349,6 +358,9 @@ class IdentityService:
 
     def verify_access_token(self, token: str) -> AccessToken:
         """Check a bearer token as Graph would; raises ValueError with Graph's message when it is bad."""
+        opaque = self._opaque.get(token)
+        if opaque is not None:
+            return self._accepted(opaque)
         try:
             header, body, signature = token.split(".")
             expected = hmac.new(self._signing_key, f"{header}.{body}".encode(), hashlib.sha256).digest()
@@ -357,6 +369,9 @@ class IdentityService:
             claims = json.loads(b64url_decode(body))
         except (ValueError, json.JSONDecodeError) as exc:
             raise ValueError("Access token validation failure. Invalid audience.") from exc
+        return self._accepted(claims)
+
+    def _accepted(self, claims: dict[str, Any]) -> AccessToken:
         if time.time() >= claims["exp"]:
             raise ValueError("Lifetime validation failed, the token is expired.")
         if claims["aud"].rstrip("/") not in self.audiences:

@@ -30,7 +30,7 @@ from auditor.graph.preflight import preflight_session
 from auditor.graph.reader import GraphReader
 from auditor.model import RemediationAction, Status
 from auditor.remediation import Journal, apply_plan, plan_remediation
-from auditor.simulator import GraphSimulator
+from auditor.simulator import FaultRule, GraphSimulator
 from tests.conftest import DEMO_TENANTS, settings_for
 from tests.integration.conftest import demo_config_text, write_demo_config
 
@@ -142,6 +142,50 @@ async def test_a_managed_identity_token_for_another_tenant_is_wrong_tenant_never
     assert not [
         r for r in sim_env.requests() if r.app_id == identity and r.route != "identity.managed_identity"
     ]
+
+
+async def test_with_opaque_tokens_organization_alone_tells_the_tenant(
+    sim_env: GraphSimulator, tmp_path: Path
+) -> None:
+    # Tokens the client cannot read (Microsoft: treat access tokens as opaque): /organization decides.
+    config = write_demo_config(sim_env, tmp_path)
+    wingtip = next(t for t in config.tenants if t.tenant_id == DEMO_TENANTS["wingtip"])
+    sim_env.identity.opaque_tokens = True
+    try:
+        result = await TenantAuditor(config)(wingtip)
+    finally:
+        sim_env.identity.opaque_tokens = False
+    assert result.error is not None and result.error.code is ErrorCode.WRONG_TENANT
+    assert "GET /organization" in result.error.message and DEMO_TENANTS["contoso"] in result.error.message
+    assert result.findings == () and result.mailboxes is None
+    identity = host_identity(sim_env)
+    graph_routes = {r.route for r in sim_env.requests() if r.app_id == identity}
+    assert graph_routes == {"identity.managed_identity", "organization.list"}  # nothing else was read
+
+
+async def test_a_tenant_that_cannot_be_confirmed_is_audited_with_a_warning(
+    sim_env: GraphSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Opaque tokens and no Organization.Read.All: nothing names the tenant. The audit goes on (Organization
+    # .Read.All is a required permission that `auditor doctor` checks) and says it could not confirm it.
+    config = write_demo_config(sim_env, tmp_path)
+    contoso = next(t for t in config.tenants if t.tenant_id == DEMO_TENANTS["contoso"])
+    sim_env.add_fault_rule(
+        FaultRule(
+            route="organization.list",
+            tenant_id=DEMO_TENANTS["contoso"],
+            status=403,
+            code="Authorization_RequestDenied",
+            message="Insufficient privileges to complete the operation.",
+        )
+    )
+    sim_env.identity.opaque_tokens = True
+    try:
+        result = await TenantAuditor(config)(contoso)
+    finally:
+        sim_env.identity.opaque_tokens = False
+    assert result.status is Status.COMPLIANT, result.error
+    assert [r for r in caplog.records if getattr(r, "event", None) == "tenant_unconfirmed"]
 
 
 async def test_the_managed_identity_endpoint_answers_as_app_service(sim_env: GraphSimulator) -> None:
