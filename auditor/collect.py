@@ -171,11 +171,17 @@ class TenantCollector:
     async def collect(self) -> TenantSnapshot:
         tenant = self.tenant
         started = datetime.now(UTC)
+        organization: dict[str, Any] | None = None
         try:
             # The first call: it proves sign-in and consent before anything else is read.
-            await self.reader.organization()
+            organization = await self.reader.organization()
         except GraphError as exc:
-            if exc.code in (ErrorCode.AUTH_FAILED, ErrorCode.NETWORK_ERROR, ErrorCode.TIMEOUT):
+            if exc.code in (
+                ErrorCode.AUTH_FAILED,
+                ErrorCode.NETWORK_ERROR,
+                ErrorCode.TIMEOUT,
+                ErrorCode.WRONG_TENANT,
+            ):
                 return TenantSnapshot(tenant.name, tenant.tenant_id, started, error=exc.to_tenant_error())
             log.warning(
                 "%s: organization not readable (%s); using the configured name",
@@ -187,6 +193,11 @@ class TenantCollector:
                     "event": "organization_unreadable",
                 },
             )
+        try:
+            # Before any verdict: the token and /organization must name this tenant (WRONG_TENANT).
+            self.reader.session.confirm_tenant(organization)
+        except GraphError as exc:
+            return TenantSnapshot(tenant.name, tenant.tenant_id, started, error=exc.to_tenant_error())
         sp_section = await _section(self._search())
         census_task = asyncio.ensure_future(_section(self._census()))
         roles: Section[RoleEvidence] | None = None

@@ -13,13 +13,14 @@ so a missing environment variable is reported per tenant by the credential layer
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import re
 import ssl
 import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +37,8 @@ from auditor.constants import (
     graph_scope,
 )
 from auditor.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_PRICE",
@@ -165,6 +168,10 @@ class AuditConfig:
     history: Mapping[str, Any] = field(default_factory=dict)
     notifications: Mapping[str, Any] = field(default_factory=dict)
     reports: ReportSettings = field(default_factory=ReportSettings)
+    # [auth] allow_custom_endpoints: endpoints that are not the chosen cloud's Microsoft hosts are accepted
+    # (the simulator, tests); `custom_endpoints` lists each such setting as (key path, URL), for the warning.
+    allow_custom_endpoints: bool = False
+    custom_endpoints: tuple[tuple[str, str], ...] = ()
 
 
 # --- keys -------------------------------------------------------------------------------------------------
@@ -196,6 +203,10 @@ _AUTH_KEYS: Final = (
     "graph_endpoint",
     "ca_bundle",
 )
+# Only in [auth]: a fleet-wide opt-in, never per tenant (one tenant's table must not widen where the shared
+# client secret may go).
+_ALLOW_CUSTOM_KEY: Final = "allow_custom_endpoints"
+_AUTH_SECTION_KEYS: Final = (*_AUTH_KEYS, _ALLOW_CUSTOM_KEY)
 _TENANT_KEYS: Final = (
     "name",
     "tenant_id",
@@ -250,6 +261,48 @@ _TOML_POSITION_RE: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 # Kiota attaches tokens to plain-http Graph URLs only for these hosts (graph-api-notes §0.10).
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _EXAMPLE_GUID: Final = "11111111-1111-1111-1111-111111111111"
+
+# The Microsoft hosts each cloud signs in at and serves Graph from (graph-api-notes "National clouds":
+# learn.microsoft.com graph/deployments; azure-identity KnownAuthorities). login.microsoft.com and
+# login.windows.net are MSAL's well-known aliases of the global authority, login.partner.microsoftonline.cn
+# of China's. Anything else receives the fleet's client secret or assertion (authority) or its bearer
+# tokens (graph_endpoint), so it needs [auth] allow_custom_endpoints = true.
+_MICROSOFT_HOSTS: Final = MappingProxyType(
+    {
+        "global": {
+            "authority": frozenset({"login.microsoftonline.com", "login.microsoft.com", "login.windows.net"}),
+            "graph_endpoint": frozenset({"graph.microsoft.com"}),
+        },
+        "usgov": {
+            "authority": frozenset({"login.microsoftonline.us"}),
+            "graph_endpoint": frozenset({"graph.microsoft.us"}),
+        },
+        "usgov-dod": {
+            "authority": frozenset({"login.microsoftonline.us"}),
+            "graph_endpoint": frozenset({"dod-graph.microsoft.us"}),
+        },
+        "china": {
+            "authority": frozenset({"login.chinacloudapi.cn", "login.partner.microsoftonline.cn"}),
+            "graph_endpoint": frozenset({"microsoftgraph.chinacloudapi.cn"}),
+        },
+    }
+)
+
+
+def is_microsoft_endpoint(url: str, key: str, cloud: str) -> bool:
+    """Whether ``url`` (an ``authority`` or ``graph_endpoint``) is a Microsoft host of ``cloud``: https,
+    default port, no user info."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme == "https"
+        and parts.username is None
+        and port in (None, 443)
+        and (parts.hostname or "") in _MICROSOFT_HOSTS.get(cloud, {}).get(key, frozenset())
+    )
 
 
 # --- public API -----------------------------------------------------------------------------------------
@@ -306,7 +359,27 @@ def load_config(path: str | Path) -> AuditConfig:
             column=column,
             fix="correct the TOML at that position (strings need double quotes, lists square brackets)",
         ) from None
-    return parse_config(data, path=path)
+    config = parse_config(data, path=path)
+    warn_custom_endpoints(config)
+    return config
+
+
+def warn_custom_endpoints(config: AuditConfig) -> None:
+    """Log a warning naming every endpoint that is not a Microsoft host (allowed by
+    ``allow_custom_endpoints``): the fleet's secrets and tokens go there. Called on every config load."""
+    if not config.custom_endpoints:
+        return
+    urls: dict[str, list[str]] = {}
+    for keypath, url in config.custom_endpoints:
+        urls.setdefault(url, []).append(keypath)
+    where = "; ".join(f"{url} ({', '.join(dict.fromkeys(keys))})" for url, keys in urls.items())
+    log.warning(
+        "%s: allow_custom_endpoints = true: client secrets, assertions and access tokens are sent to "
+        "endpoints that are not Microsoft's: %s",
+        config.path,
+        where,
+        extra={"event": "custom_endpoints"},
+    )
 
 
 def parse_config(data: Mapping[str, Any], *, path: str | Path) -> AuditConfig:
@@ -393,25 +466,36 @@ class _AuthLayer:
 
     keypath: str  # "auth" or "tenants[3]"
     values: Mapping[str, Any]
+    # Where each value was written (full key path), so an error names the key the user has to change.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def key(self, name: str) -> str:
         return f"{self.keypath}.{name}"
+
+    def source(self, name: str) -> str:
+        """The key path ``name`` was written at."""
+        return self.sources.get(name) or self.key(name)
 
 
 def _overlay(base: _AuthLayer, top: _AuthLayer) -> _AuthLayer:
     """`top` over `base`; when `top` names a credential, none of `base`'s credential keys survive."""
     values = dict(base.values)
+    sources = {key: base.source(key) for key in base.values}
     if any(key in top.values for key in _CREDENTIAL_KEYS):
         for key in _CREDENTIAL_KEYS:
             values.pop(key, None)
+            sources.pop(key, None)
     values.update(top.values)
-    return _AuthLayer(top.keypath if top.values else base.keypath, values)
+    sources.update({key: top.source(key) for key in top.values})
+    return _AuthLayer(top.keypath if top.values else base.keypath, values, sources)
 
 
 class _Parser:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.base_dir = path.resolve().parent
+        self.allow_custom_endpoints = False
+        self.custom_endpoints: dict[tuple[str, str], None] = {}  # (key path, URL), in order, once each
 
     # -- error helper
     def fail(self, key: str, problem: str, fix: str = "") -> NoReturn:
@@ -423,7 +507,16 @@ class _Parser:
         vendor = self.parse_vendor(self.table(data, "vendor"))
         billing = self.parse_billing(self.table(data, "billing"))
         run = self.parse_run(self.table(data, "run"))
-        defaults = self.auth_layer(self.table(data, "auth"), "auth")
+        auth_table = self.table(data, "auth")
+        allow_custom = auth_table.get(_ALLOW_CUSTOM_KEY, False)
+        if not isinstance(allow_custom, bool):
+            self.fail(
+                f"auth.{_ALLOW_CUSTOM_KEY}",
+                f"must be true or false, not {_type_name(allow_custom)}",
+                f"e.g. {_ALLOW_CUSTOM_KEY} = false",
+            )
+        self.allow_custom_endpoints = allow_custom
+        defaults = self.auth_layer(auth_table, "auth")
         write_defaults = self.auth_layer(self.table(data, "remediation_auth"), "remediation_auth")
 
         raw_tenants = data.get("tenants")
@@ -449,6 +542,8 @@ class _Parser:
             history=MappingProxyType(dict(self.table(data, "history"))),
             notifications=MappingProxyType(dict(self.table(data, "notifications"))),
             reports=self.parse_reports(self.table(data, "reports")),
+            allow_custom_endpoints=self.allow_custom_endpoints,
+            custom_endpoints=tuple(self.custom_endpoints),
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -555,6 +650,13 @@ class _Parser:
         billing: BillingSettings,
         write_defaults: _AuthLayer | None = None,
     ) -> TenantConfig:
+        for where, sub in (
+            (keypath, table),
+            (f"{keypath}.auth", table.get("auth")),
+            (f"{keypath}.remediation_auth", table.get("remediation_auth")),
+        ):
+            if isinstance(sub, dict):
+                self.check_allow_custom_placement(sub, where)
         self.check_keys(table, _TENANT_KEYS, keypath, what="[[tenants]] table")
         name_value = table.get("name")
         if not isinstance(name_value, str) or not name_value.strip():
@@ -595,6 +697,9 @@ class _Parser:
                 "keep only one of them",
             )
         overrides = self.auth_layer({**flat, **nested_raw}, keypath)
+        overrides = replace(
+            overrides, sources={key: f"{keypath}.auth.{key}" for key in nested_raw if key in _AUTH_KEYS}
+        )
         auth = self.resolve_auth(defaults, overrides, label)
         write_raw = table.get("remediation_auth", {})
         if not isinstance(write_raw, dict):
@@ -645,10 +750,14 @@ class _Parser:
     # -- auth
     def auth_layer(self, table: Mapping[str, Any], keypath: str) -> _AuthLayer:
         if keypath in ("auth", "remediation_auth"):
-            self.check_keys(table, _AUTH_KEYS, keypath, what=f"[{keypath}] section")
+            allowed = _AUTH_SECTION_KEYS if keypath == "auth" else _AUTH_KEYS
+            self.check_allow_custom_placement(table, keypath)
+            self.check_keys(table, allowed, keypath, what=f"[{keypath}] section")
         values: dict[str, Any] = {}
         for key, value in table.items():
             where = f"{keypath}.{key}"
+            if key == _ALLOW_CUSTOM_KEY:
+                continue  # read once for the fleet in parse()
             if key == "method":
                 choices = [m.value for m in AuthMethod]
                 if not isinstance(value, str) or value.strip().lower() not in choices:
@@ -681,6 +790,34 @@ class _Parser:
             elif key in ("authority", "graph_endpoint"):
                 values[key] = self.url(table, key, keypath)
         return _AuthLayer(keypath, values)
+
+    def check_allow_custom_placement(self, table: Mapping[str, Any], keypath: str) -> None:
+        if _ALLOW_CUSTOM_KEY in table and keypath != "auth":
+            self.fail(
+                f"{keypath}.{_ALLOW_CUSTOM_KEY}",
+                "can only be set in the [auth] section, for the whole fleet",
+                f"move {_ALLOW_CUSTOM_KEY} = true to [auth] (only for the simulator or a test double: the "
+                "fleet's secrets and tokens then go to non-Microsoft hosts)",
+            )
+
+    def check_endpoint(self, url: str, key: str, cloud: str, source: str) -> None:
+        """Refuse an ``authority``/``graph_endpoint`` that is not a Microsoft host of the tenant's cloud,
+        unless the fleet allows custom endpoints (then it is remembered for the warning)."""
+        if is_microsoft_endpoint(url, key, cloud):
+            return
+        if self.allow_custom_endpoints:
+            self.custom_endpoints[(source, url)] = None
+            return
+        hosts = sorted(_MICROSOFT_HOSTS[cloud][key])
+        sends = "the client secret or assertion" if key == "authority" else "bearer tokens"
+        self.fail(
+            source,
+            f"{url!r} is not a Microsoft {'sign-in' if key == 'authority' else 'Graph'} host of cloud "
+            f"{cloud!r}, and the auditor would send it {sends}",
+            f"remove {key} (cloud = {cloud!r} already uses https://{hosts[0]}), or use one of: "
+            + ", ".join(f"https://{h}" for h in hosts)
+            + f"; only for the simulator or a test double set {_ALLOW_CUSTOM_KEY} = true in [auth]",
+        )
 
     def method_of(self, layer: _AuthLayer) -> AuthMethod | None:
         """The auth method a level asks for: explicit ``method``, else implied by a credential key."""
@@ -736,10 +873,12 @@ class _Parser:
         def endpoint(key: str, cloud_value: str) -> str:
             if key in tenant.values:
                 value: str = tenant.values[key]
+                self.check_endpoint(value, key, cloud, tenant.source(key))
                 return value
             if "cloud" in tenant.values or key not in defaults.values:
                 return cloud_value
             inherited: str = defaults.values[key]
+            self.check_endpoint(inherited, key, cloud, defaults.source(key))
             return inherited
 
         authority = endpoint("authority", endpoints.authority)
@@ -882,7 +1021,8 @@ class _Parser:
     def url(self, table: Mapping[str, Any], key: str, keypath: str) -> str:
         value = table[key]
         where = f"{keypath}.{key}"
-        example = f'e.g. {key} = "https://{"login" if key == "authority" else "graph"}.example.com"'
+        host = "login.microsoftonline.com" if key == "authority" else "graph.microsoft.com"
+        example = f'e.g. {key} = "https://{host}"'
         if not isinstance(value, str):
             self.fail(where, f"must be a URL string, not {_type_name(value)}", example)
         text = value.strip().rstrip("/")

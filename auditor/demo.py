@@ -1,6 +1,6 @@
 """`auditor demo`: the whole product on a fresh machine, with no Microsoft account.
 
-It starts the built-in Graph simulator serving the demo fleet (``config/demo-fleet.toml``: fifteen
+It starts the built-in Graph simulator serving the demo fleet (``config/demo-fleet.toml``:
 made-up tenants that together show every verdict), writes an ordinary auditor config pointing at it
 (``demo-config.toml`` in the output directory), and runs exactly what `auditor audit` runs. The fleet
 has gaps and errors on purpose, so the demo exits 0 when the audit completed and says which exit code
@@ -51,6 +51,10 @@ _AUDITOR_PREFIX: Final = "USS_DEMO_AUDITOR"
 _RELECLOUD_PREFIX: Final = "USS_DEMO_RELECLOUD"
 # The tenant that signs in with a rotated-out secret, so the demo shows an AUTH_FAILED error.
 _FAILING_SIGNIN_TENANT: Final = "relecloud"
+# The tenant configured with the host's managed identity, whose token is for the identity's home tenant:
+# the demo shows a WRONG_TENANT error.
+_WRONG_TENANT_TENANT: Final = "wingtip"
+_HOST_IDENTITY_PREFIX: Final = "USS_DEMO_HOST_IDENTITY"
 
 
 class DemoError(AuditorError):
@@ -163,7 +167,9 @@ def demo_config_text(sim: GraphSimulator, fixture: Mapping[str, Any]) -> str:
 
     The vendor is identified by publisher only (no pinned ``app_id``), so the tenant holding two vendor
     service principals is ``ambiguous``; the Relecloud tenant signs in as its own app with the
-    rotated-out secret, so it fails sign-in (``AUTH_FAILED``). Secrets are named, never included.
+    rotated-out secret, so it fails sign-in (``AUTH_FAILED``); the Wingtip tenant signs in with the host's
+    managed identity, whose token is for its home tenant (``WRONG_TENANT``). Secrets are named, never
+    included.
     """
     vendor = {**DEFAULT_VENDOR, **fixture.get("vendor", {})}
     auditor_app = _app(sim, _AUDITOR_PREFIX)
@@ -195,6 +201,8 @@ def demo_config_text(sim: GraphSimulator, fixture: Mapping[str, Any]) -> str:
         f"authority = {_toml(sim.authority)}",
         f"graph_endpoint = {_toml(sim.graph_url)}",
         f"ca_bundle = {_toml(str(sim.ca_file))}",
+        "# The simulator is not a Microsoft host: its sign-in and Graph endpoints must be allowed explicitly.",
+        "allow_custom_endpoints = true",
     ]
     for spec, tenant in zip(fixture_tenants, served, strict=True):
         key = str(spec.get("key", ""))
@@ -205,6 +213,13 @@ def demo_config_text(sim: GraphSimulator, fixture: Mapping[str, Any]) -> str:
             f"tenant_id = {_toml(tenant.tenant_id)}",
             f"tags = [{_toml('demo')}, {_toml(key)}]",
         ]
+        if key == _WRONG_TENANT_TENANT:
+            lines += [
+                "# The auditor host's managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER in the environment):",
+                "# it lives in another tenant, so its token names that tenant: WRONG_TENANT on purpose.",
+                'method = "managed_identity"',
+                f"client_id = {_toml(_app(sim, _HOST_IDENTITY_PREFIX))}",
+            ]
         if key == _FAILING_SIGNIN_TENANT:
             lines += [
                 "# The customer's own app, with the secret it has rotated since: fails sign-in on purpose.",

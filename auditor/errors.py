@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     GRAPH_ERROR = "GRAPH_ERROR"  # any other unexpected Graph answer
     CONFIG_ERROR = "CONFIG_ERROR"  # the tenant's settings cannot work (e.g. secret env var unset)
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the auditor; the message says what was inconsistent
+    WRONG_TENANT = "WRONG_TENANT"  # the token or /organization names another tenant than the configured one
 
 
 # Generic advice used when the layer raising the error has nothing more specific to say.
@@ -51,6 +52,10 @@ DEFAULT_HINTS: Final = MappingProxyType(
         ErrorCode.GRAPH_ERROR: "Re-run; if it persists, report it with the Graph request-id from the log.",
         ErrorCode.CONFIG_ERROR: "Fix the tenant's settings in the config file.",
         ErrorCode.INTERNAL_ERROR: "This is a bug in the auditor; please report it with the log.",
+        ErrorCode.WRONG_TENANT: (
+            "The credential signed in to another tenant than the config's tenant_id: check tenant_id, "
+            "authority and the auth method (a managed identity only gets tokens for its own tenant)."
+        ),
     }
 )
 

@@ -42,7 +42,7 @@ def main() -> None:
         app = next(iter(world.apps.values()))
         lines = ["[auth]", f'client_id = "{app.client_id}"', f'client_secret_env = "{app.env_prefix}_SECRET"',
                  f'authority = "{sim.authority}"', f'graph_endpoint = "{sim.graph_url}"',
-                 f'ca_bundle = "{sim.ca_file}"', ""]  # fmt: skip
+                 f'ca_bundle = "{sim.ca_file}"', "allow_custom_endpoints = true", ""]  # fmt: skip
         for tenant in world.tenants.values():
             lines += [
                 "[[tenants]]",

@@ -61,6 +61,13 @@ def serve(
     typer.echo(f"  graph endpoint  {sim.graph_url}   (requests under /v1.0)")
     typer.echo(f"  token scope     {sim.scope}")
     typer.echo(f"  CA bundle       {sim.ca_file.resolve()}")
+    typer.echo(
+        "  in a config     [auth] allow_custom_endpoints = true  (the simulator is not a Microsoft host)"
+    )
+    if "IDENTITY_ENDPOINT" in sim.credentials:
+        typer.echo(
+            f"  managed identity {sim.identity_endpoint}  (IDENTITY_ENDPOINT; header in credentials.env)"
+        )
     typer.echo(f"  credentials     {env_file.resolve()}  (source it; owner-only file)")
     typer.echo(f"  statistics      {sim.origin}/_simulator/stats")
     typer.echo("Press Ctrl+C to stop.")

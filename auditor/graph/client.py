@@ -8,16 +8,21 @@ honours every Retry-After and a write is never repeated blindly.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
+import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import certifi
 import httpx
@@ -37,6 +42,10 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
+
+from auditor.errors import ErrorCode, GraphError
+
+log = logging.getLogger(__name__)
 
 AuthMethod = Literal["secret", "certificate", "workload_identity", "managed_identity"]
 
@@ -170,20 +179,131 @@ def retry_after_seconds(headers: Any) -> float | None:
 _SSL_CONTEXTS: dict[str, ssl.SSLContext] = {}
 
 
+def graph_origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL, the port defaulted by scheme: what "the same host" means for where the
+    bearer token may go."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT (``header.payload.signature``), base64url-decoded, without verification.
+
+    Not verifying is deliberate: the token came over TLS from the authority, and the auditor is its client,
+    not its audience; it only reads what Entra put into it (``tid``, ``roles``).
+    Raises ``ValueError`` when ``token`` is not a JWT with a JSON object payload (an opaque token).
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1]:
+        raise ValueError("the access token is not a JWT (expected three dot-separated parts)")
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError(f"the access token's payload is not base64url JSON ({type(exc).__name__})") from None
+    if not isinstance(claims, dict):
+        raise ValueError("the access token's payload is not a JSON object")
+    return claims
+
+
+def wrong_tenant_error(expected: str, found: str, source: str) -> GraphError:
+    """WRONG_TENANT: ``source`` ("the access token", "GET /organization") names tenant ``found``."""
+    return GraphError(
+        f"{source} is for tenant {found}, not the configured tenant_id {expected}; nothing was judged, so "
+        "no verdict for another tenant's directory is reported",
+        code=ErrorCode.WRONG_TENANT,
+        hint=f"The sign-in gave a token for tenant {found}, but the config says tenant_id = {expected}. Check "
+        "this tenant's tenant_id, authority and auth method: a managed identity only ever gets tokens for its "
+        "own home tenant, and a client id, secret or authority copied from another tenant's entry signs in "
+        "there.",
+    )
+
+
+def tenant_mismatch(
+    expected: str, organization_id: str | None, token_tenant_id: str | None
+) -> GraphError | None:
+    """WRONG_TENANT when the token's ``tid`` or the ``/organization`` id (either may be unknown: None) names
+    another tenant than ``expected``; None when every known id matches."""
+    expected = expected.lower()
+    if token_tenant_id is not None and token_tenant_id.lower() != expected:
+        return wrong_tenant_error(expected, token_tenant_id.lower(), "The access token")
+    if organization_id is not None and organization_id.lower() != expected:
+        return wrong_tenant_error(expected, organization_id.lower(), "GET /organization")
+    return None
+
+
+class TenantGuard:
+    """Reads the tenant (``tid`` claim) of every bearer token the client is about to send, and refuses to send
+    one issued for another tenant than the configured ``tenant_id`` (WRONG_TENANT).
+
+    It sits in the HTTP client as a request hook: the token checked is the one actually attached by the SDK,
+    and reading it costs no token request. A token that is not a JWT (opaque) cannot be read: then
+    ``GET /organization`` alone decides (:meth:`GraphSession.confirm_tenant`).
+    """
+
+    def __init__(self, expected_tenant_id: str, graph_endpoint: str | None = None) -> None:
+        self.expected = expected_tenant_id.lower()
+        # The SDK's allowed hosts compare host names only; a token bound for the same host on another port
+        # or scheme is stopped here.
+        self.graph_origin = graph_origin(graph_endpoint) if graph_endpoint else None
+        self.token_tenant_id: str | None = None  # the tid of the last token read
+        self.opaque = False  # a token without a readable tid was sent
+        self._checked: bytes | None = None  # digest of the last header that passed (not the token itself)
+
+    def check_authorization(self, header: str | None) -> None:
+        """Raise WRONG_TENANT when ``header`` (an Authorization value) carries a token for another tenant."""
+        if not header or header[:7].lower() != "bearer ":
+            return
+        digest = hashlib.sha256(header.encode()).digest()
+        if digest == self._checked:
+            return
+        try:
+            tid = jwt_claims(header[7:].strip()).get("tid")
+        except ValueError:
+            tid = None
+        if not isinstance(tid, str) or not tid:
+            self.opaque = True
+            return
+        self.token_tenant_id = tid.lower()
+        if self.token_tenant_id != self.expected:
+            raise wrong_tenant_error(self.expected, self.token_tenant_id, "The access token")
+        self._checked = digest
+
+    async def on_request(self, request: httpx.Request) -> None:
+        header = request.headers.get("authorization")
+        if header and self.graph_origin is not None and graph_origin(str(request.url)) != self.graph_origin:
+            scheme, host, port = graph_origin(str(request.url))
+            raise GraphError(
+                f"A request carrying the Graph access token was about to go to {scheme}://{host}:{port}, "
+                "which is not the configured Graph endpoint; it was not sent",
+                code=ErrorCode.GRAPH_ERROR,
+                hint="Check graph_endpoint in the config, and any proxy that rewrites Graph's answers.",
+            )
+        self.check_authorization(header)
+
+
 def make_graph_client(
     credential: AsyncTokenCredential,
     settings: ConnectionSettings,
     gate: ThrottleGate,
     *,
     event_hooks: dict[str, list[Any]] | None = None,
+    guard: TenantGuard | None = None,
 ) -> GraphServiceClient:
     """A GraphServiceClient on our own httpx client (trust, time-outs) with SDK retries under our control.
 
-    `event_hooks` are extra httpx event hooks (request/response) run after the throttle gate, for
-    observing what is actually sent, in tests and tools.
+    `event_hooks` are extra httpx event hooks (request/response) run after the throttle gate and the tenant
+    guard, for observing what is actually sent, in tests and tools. The SDK attaches the token only to the
+    configured Graph host (its allowed hosts): never to a request for any other host.
     """
+    guards = [guard.on_request] if guard is not None else []
     hooks = {
-        "request": [gate.on_request, *(event_hooks or {}).get("request", [])],
+        "request": [gate.on_request, *guards, *(event_hooks or {}).get("request", [])],
         "response": [gate.on_response, *(event_hooks or {}).get("response", [])],
     }
     http = httpx.AsyncClient(
@@ -199,7 +319,11 @@ def make_graph_client(
         )
     }
     client = GraphClientFactory.create_with_default_middleware(client=http, options=options)
-    provider = AzureIdentityAuthenticationProvider(credential, scopes=[settings.scope])
+    # An empty list would attach the token to any host, e.g. a foreign @odata.nextLink (issue 12 item 2).
+    graph_host = urlsplit(settings.graph_endpoint).hostname or ""
+    provider = AzureIdentityAuthenticationProvider(
+        credential, scopes=[settings.scope], allowed_hosts=[graph_host.lower()]
+    )
     adapter = GraphRequestAdapter(provider, client=client)
     adapter.base_url = settings.graph_endpoint.rstrip("/") + "/v1.0"
     return GraphServiceClient(request_adapter=adapter)
@@ -213,10 +337,32 @@ class GraphSession:
     credential: AsyncTokenCredential
     client: GraphServiceClient
     gate: ThrottleGate
+    guard: TenantGuard | None = None
 
     @property
     def base_url(self) -> str:
         return str(self.client.request_adapter.base_url)
+
+    def confirm_tenant(self, organization: Mapping[str, Any] | None) -> None:
+        """Before any verdict: the token's ``tid`` (read by the guard as requests went out) and the id from
+        ``GET /organization`` (when it could be read) must name the configured tenant.
+
+        Raises GraphError WRONG_TENANT naming both ids. When neither could be read (an opaque token and no
+        Organization.Read.All) the tenant cannot be confirmed: that is logged, and the audit goes on.
+        """
+        expected = self.settings.tenant_id.lower()
+        org_id = str((organization or {}).get("id") or "").lower() or None
+        token_tid = self.guard.token_tenant_id if self.guard is not None else None
+        error = tenant_mismatch(expected, org_id, token_tid)
+        if error is not None:
+            raise error
+        if org_id is None and token_tid is None:
+            log.warning(
+                "tenant %s: neither the access token (not a JWT) nor GET /organization (not readable) "
+                "names the tenant; it could not be confirmed that the credential signed in to it",
+                expected,
+                extra={"tenant_id": expected, "event": "tenant_unconfirmed"},
+            )
 
 
 @asynccontextmanager
@@ -227,9 +373,10 @@ async def open_session(
     credential = make_credential(settings)
     try:
         gate = ThrottleGate()
-        client = make_graph_client(credential, settings, gate, event_hooks=event_hooks)
+        guard = TenantGuard(settings.tenant_id, settings.graph_endpoint)
+        client = make_graph_client(credential, settings, gate, event_hooks=event_hooks, guard=guard)
         try:
-            yield GraphSession(settings, credential, client, gate)
+            yield GraphSession(settings, credential, client, gate, guard)
         finally:
             http = getattr(client.request_adapter, "_http_client", None)
             if http is not None:

@@ -11,9 +11,6 @@ wants to know which application permissions (``roles``) Entra put into it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from auditor.errors import ErrorCode, GraphError, redact
 
-from .client import ConnectionSettings, GraphSession, open_session
+from .client import ConnectionSettings, GraphSession, jwt_claims, open_session, tenant_mismatch
 from .reader import GraphReader, translate_auth_error
 
 __all__ = ["Preflight", "TokenGrant", "jwt_claims", "preflight_session"]
@@ -40,24 +37,6 @@ class TokenGrant:
     expires_on: datetime
 
 
-def jwt_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT (``header.payload.signature``), base64url-decoded, without verification.
-
-    Raises ``ValueError`` when ``token`` is not a JWT with a JSON object payload.
-    """
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[1]:
-        raise ValueError("the access token is not a JWT (expected three dot-separated parts)")
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError(f"the access token's payload is not base64url JSON ({type(exc).__name__})") from None
-    if not isinstance(claims, dict):
-        raise ValueError("the access token's payload is not a JSON object")
-    return claims
-
-
 class Preflight:
     """One tenant's sign-in and the few reads ``auditor doctor`` makes, as one app."""
 
@@ -69,7 +48,8 @@ class Preflight:
 
     async def token(self) -> TokenGrant:
         """Get an access token for Graph and read its claims; raises GraphError (AUTH_FAILED with the
-        AADSTS hint, NETWORK_ERROR, or GRAPH_ERROR for a token that is not a JWT)."""
+        AADSTS hint, NETWORK_ERROR, GRAPH_ERROR for a token that is not a JWT, WRONG_TENANT for a token
+        issued for another tenant)."""
         settings = self.settings
         try:
             access = await self.session.credential.get_token(settings.scope)
@@ -96,6 +76,10 @@ class Preflight:
                 code=ErrorCode.GRAPH_ERROR,
                 hint="Check that authority and graph_endpoint point at Microsoft Entra ID and Microsoft Graph.",
             ) from None
+        # A token for another tenant (e.g. a managed identity's home tenant) is the tenant's problem to fix.
+        wrong = tenant_mismatch(settings.tenant_id, None, _text(claims.get("tid")))
+        if wrong is not None:
+            raise wrong
         roles = claims.get("roles") or []
         return TokenGrant(
             roles=frozenset(str(r) for r in roles) if isinstance(roles, list) else frozenset(),

@@ -44,7 +44,7 @@ from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
 from auditor.errors import ErrorCode, GraphError, permission_hint, redact
 
-from .client import GraphSession, retry_after_seconds, send_for_bytes
+from .client import GraphSession, graph_origin, retry_after_seconds, send_for_bytes
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,11 @@ class GraphReader:
     async def get_all(
         self, first: Callable[[], RequestInformation], permission: str, headers: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
-        """Every item of a collection, following @odata.nextLink verbatim."""
+        """Every item of a collection, following @odata.nextLink verbatim.
+
+        A nextLink to any other host than the configured Graph endpoint is not followed (GraphError naming
+        the host): Graph's own links point back at Graph, and a request there would carry the token.
+        """
         items: list[dict[str, Any]] = []
         build = first
         while True:
@@ -205,7 +209,19 @@ class GraphReader:
             next_link = body.get("@odata.nextLink")
             if not next_link:
                 return items
-            build = self.url_request(str(next_link), headers)
+            link = str(next_link)
+            if graph_origin(link) != graph_origin(self.session.base_url):
+                scheme, host, port = graph_origin(link)
+                raise GraphError(
+                    f"Graph's answer for tenant {self.tenant_label} points its next page (@odata.nextLink) at "
+                    f"another host, {scheme}://{host}:{port}; not followed, so the access token stays with "
+                    "Graph and this section is incomplete",
+                    code=ErrorCode.GRAPH_ERROR,
+                    hint="Graph's next-page links always point back at Graph: something between the auditor "
+                    "and Graph (a proxy, a test double) rewrote the answer. Check graph_endpoint and any "
+                    "proxy, then re-run.",
+                )
+            build = self.url_request(link, headers)
 
     # --- the reads the collector needs (plain dicts out) -------------------------------------------
 

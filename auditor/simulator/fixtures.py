@@ -77,6 +77,8 @@ def world_from_dict(data: dict[str, Any], *, now: dt.datetime | None = None) -> 
     _check_keys("vendor", vendor, set(DEFAULT_VENDOR))
     world = World()
     app_ids: dict[str, str] = {}
+    homes: dict[str, tuple[str, str, Any]] = {}  # managed identity client id -> (where, tenant key, consent)
+    tenant_keys: dict[str, str] = {}
     for index, app in enumerate(data.get("apps", [])):
         where = f"apps[{index}]"
         _check_keys(
@@ -90,16 +92,26 @@ def world_from_dict(data: dict[str, Any], *, now: dt.datetime | None = None) -> 
                 "env_prefix",
                 "federated_subjects",
                 "certificate_valid_days",
+                "home_tenant",
+                "home_consent",
             },
         )
         key = _required(where, app, "key")
         client_id = app.get("client_id") or stable_id("app", key)
         kinds = tuple(app.get("credentials", ["secret"]))
         for kind in kinds:
-            if kind not in ("secret", "previous_secret", "certificate"):
+            if kind not in ("secret", "previous_secret", "certificate", "managed_identity"):
                 raise FixtureError(
-                    f"{where}.credentials: unknown kind '{kind}' (secret, previous_secret, certificate)"
+                    f"{where}.credentials: unknown kind '{kind}' "
+                    "(secret, previous_secret, certificate, managed_identity)"
                 )
+        if ("managed_identity" in kinds) != ("home_tenant" in app):
+            raise FixtureError(
+                f'{where}: a managed identity (credentials = ["managed_identity"]) and home_tenant (the key '
+                "of the tenant it lives in) go together"
+            )
+        if "home_tenant" in app:
+            homes[client_id.lower()] = (where, str(app["home_tenant"]), app.get("home_consent", "audit"))
         world.apps[client_id.lower()] = AppRegistration(
             client_id=client_id,
             name=app.get("name", key),
@@ -116,7 +128,27 @@ def world_from_dict(data: dict[str, Any], *, now: dt.datetime | None = None) -> 
         if state.tenant_id.lower() in world.tenants:
             raise FixtureError(f"tenants[{index}].tenant_id: {state.tenant_id} is used twice")
         world.add_tenant(state)
+        tenant_keys[str(tenant.get("key"))] = state.tenant_id
+    for client_id, (where, home, consent) in homes.items():
+        # A managed identity's Graph permissions are app role assignments in its home tenant.
+        if home not in tenant_keys:
+            raise FixtureError(f"{where}.home_tenant: no tenant with key '{home}'")
+        home_id = tenant_keys[home]
+        world.apps[client_id].home_tenant_id = home_id
+        world.tenants[home_id].consents[client_id] = set(_permissions(f"{where}.home_consent", consent))
     return world
+
+
+def _permissions(where: str, permissions: Any) -> set[str]:
+    """A consent: a profile name ("audit", "remediation") or a list of permissions."""
+    if isinstance(permissions, str):
+        if permissions not in PERMISSION_PROFILES:
+            raise FixtureError(
+                f"{where}: unknown profile '{permissions}' "
+                f"({', '.join(PERMISSION_PROFILES)}) — or give a list of permissions"
+            )
+        return set(PERMISSION_PROFILES[permissions])
+    return {str(p) for p in permissions}
 
 
 def _required(where: str, data: dict[str, Any], key: str) -> Any:

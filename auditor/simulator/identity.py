@@ -84,6 +84,11 @@ class IdentityService:
         self.audiences: set[str] = {"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"}
         # Every access token handed out (most recent last, bounded): tests check none of them leaks.
         self.issued: deque[str] = deque(maxlen=10_000)
+        # Test hook: hand out opaque tokens (not JWTs). Microsoft tells clients to treat access tokens as
+        # opaque (learn.microsoft.com entra/identity-platform/access-tokens: their format may change or be
+        # encrypted), so a client must not depend on reading them.
+        self.opaque_tokens = False
+        self._opaque: dict[str, dict[str, Any]] = {}
 
     # --- the token endpoint -------------------------------------------------------------------
 
@@ -164,6 +169,61 @@ class IdentityService:
             "expires_in": TOKEN_LIFETIME,
             "ext_expires_in": TOKEN_LIFETIME,
             "access_token": access_token,
+        }
+
+    # --- the managed identity endpoint (App Service style) ---------------------------------------
+
+    def managed_identity_token(self, client_id: str | None, resource: str) -> dict[str, Any]:
+        """Answer ``GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=...[&client_id=...]``.
+
+        The token is for the identity's *home* tenant, whatever tenant the caller had in mind: a managed
+        identity takes no tenant id and does not work across directories
+        (learn.microsoft.com/azure/app-service/overview-managed-identity, "REST endpoint reference"; the
+        answer's fields below are that page's: access_token, expires_on (epoch seconds, a string),
+        resource, token_type, client_id; azure-identity's ManagedIdentityClient needs access_token,
+        expires_on or expires_in, and resource). Raises TokenError with App Service's 400 when no such
+        identity is assigned.
+        """
+        identities = [a for a in self.world.apps.values() if a.home_tenant_id is not None]
+        if client_id:
+            identities = [a for a in identities if a.client_id.lower() == client_id.lower()]
+        if len(identities) != 1 or not resource:
+            raise TokenError(
+                400,
+                "invalid_request",
+                0,
+                "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/"
+                "PrincipalId."
+                if resource
+                else "Required query parameter 'resource' is missing.",
+            )
+        identity = identities[0]
+        home = self.world.tenant(identity.home_tenant_id or "")
+        assert home is not None, identity.home_tenant_id
+        audience = resource.removesuffix("/.default").rstrip("/")
+        now = int(time.time())
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{home.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + TOKEN_LIFETIME,
+            "appid": identity.client_id,
+            "azp": identity.client_id,
+            "idtyp": "app",
+            "oid": stable_id(home.tenant_id, "sp", "client:" + identity.client_id),
+            "tid": home.tenant_id,
+            "roles": sorted(home.consents.get(identity.client_id.lower(), ())),
+            "ver": "1.0",
+        }
+        access_token = self._sign_hs256(claims)
+        self.issued.append(access_token)
+        return {
+            "access_token": access_token,
+            "expires_on": str(now + TOKEN_LIFETIME),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": identity.client_id,
         }
 
     def openid_configuration(self, tenant_key: str, base_url: str) -> dict[str, Any]:
@@ -287,6 +347,10 @@ class IdentityService:
     # --- access tokens ---------------------------------------------------------------------------
 
     def _sign_hs256(self, claims: dict[str, Any]) -> str:
+        if self.opaque_tokens:
+            token = secrets.token_urlsafe(48)
+            self._opaque[token] = claims
+            return token
         header = b64url(json.dumps({"typ": "JWT", "alg": "HS256", "kid": "sim"}).encode())
         body = b64url(json.dumps(claims, separators=(",", ":")).encode())
         signature = hmac.new(self._signing_key, f"{header}.{body}".encode(), hashlib.sha256).digest()
@@ -294,6 +358,9 @@ class IdentityService:
 
     def verify_access_token(self, token: str) -> AccessToken:
         """Check a bearer token as Graph would; raises ValueError with Graph's message when it is bad."""
+        opaque = self._opaque.get(token)
+        if opaque is not None:
+            return self._accepted(opaque)
         try:
             header, body, signature = token.split(".")
             expected = hmac.new(self._signing_key, f"{header}.{body}".encode(), hashlib.sha256).digest()
@@ -302,6 +369,9 @@ class IdentityService:
             claims = json.loads(b64url_decode(body))
         except (ValueError, json.JSONDecodeError) as exc:
             raise ValueError("Access token validation failure. Invalid audience.") from exc
+        return self._accepted(claims)
+
+    def _accepted(self, claims: dict[str, Any]) -> AccessToken:
         if time.time() >= claims["exp"]:
             raise ValueError("Lifetime validation failed, the token is expired.")
         if claims["aud"].rstrip("/") not in self.audiences:

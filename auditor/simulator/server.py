@@ -4,7 +4,9 @@ with GraphSimulator(world) as sim:
     sim.authority        # https://127.0.0.1:PORT           (azure-identity `authority`)
     sim.graph_url        # https://127.0.0.1:PORT           (Graph endpoint; requests go to /v1.0)
     sim.ca_file          # the CA bundle clients must trust
-    sim.credentials      # {"USS_SIM_AUDITOR_SECRET": "...", ...}: what the apps sign in with
+    sim.credentials      # {"USS_SIM_AUDITOR_SECRET": "...", ...}: what the apps sign in with (and, when
+                         # the world has a managed identity, IDENTITY_ENDPOINT + IDENTITY_HEADER)
+    sim.identity_endpoint  # http://127.0.0.1:PORT2/msi/token: the App Service managed identity endpoint
     sim.requests()       # the request log; sim.count(route=..., tenant=..., status=...)
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import secrets
 import shutil
 import tempfile
@@ -102,6 +105,12 @@ class GraphSimulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._identity_runner: web.AppRunner | None = None
+        # Test hook: when set, every @odata.nextLink points at this origin instead (a hostile host).
+        self.next_link_origin: str | None = None
+        self.identity_port = 0
+        # The secret App Service puts in IDENTITY_HEADER; the token endpoint refuses requests without it.
+        self._identity_header = secrets.token_urlsafe(24)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.identity: IdentityService
@@ -113,12 +122,18 @@ class GraphSimulator:
         tls = make_server_tls(self.state_dir)
         self.ca_file = tls.ca_file
         self.credentials = provision_credentials(self.world, self.state_dir)
+        has_managed_identity = any(a.home_tenant_id for a in self.world.apps.values())
         self._ssl = tls.server_context()
         self._thread = threading.Thread(target=self._run, name="graph-simulator", daemon=True)
         self._thread.start()
         self._ready.wait(30)
         if self._error is not None:
             raise RuntimeError(f"the Graph simulator could not start: {self._error}") from self._error
+        if has_managed_identity:
+            # What App Service sets in the app's environment (azure-identity's ManagedIdentityCredential
+            # picks the App Service flow when both are present).
+            self.credentials["IDENTITY_ENDPOINT"] = self.identity_endpoint
+            self.credentials["IDENTITY_HEADER"] = self._identity_header
         return self
 
     def _run(self) -> None:
@@ -150,6 +165,17 @@ class GraphSimulator:
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        # App Service's managed identity endpoint is a plain-http listener on the host, apart from Entra:
+        # its own runner, so that Graph and the token endpoint are never served over http.
+        identity_app = web.Application()
+        identity_app.router.add_get("/msi/token", self._managed_identity)
+        self._identity_runner = web.AppRunner(identity_app, access_log=None)
+        await self._identity_runner.setup()
+        identity_site = web.TCPSite(self._identity_runner, self.host, 0)
+        await identity_site.start()
+        identity_server = identity_site._server
+        assert identity_server is not None
+        self.identity_port = identity_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self.identity = IdentityService(self.world, self.authority)
         self.identity.audiences.add(self.graph_url)
         self.graph = GraphService(self.world, self.identity, self.observer, seed=self.seed)
@@ -157,6 +183,8 @@ class GraphSimulator:
     async def _shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._identity_runner is not None:
+            await self._identity_runner.cleanup()
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
@@ -193,6 +221,12 @@ class GraphSimulator:
     @property
     def scope(self) -> str:
         return f"{self.graph_url}/.default"
+
+    @property
+    def identity_endpoint(self) -> str:
+        """The managed identity token endpoint, as App Service's IDENTITY_ENDPOINT."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.identity_port}/msi/token"
 
     # --- control and observation (thread-safe) -----------------------------------------------------
 
@@ -289,6 +323,39 @@ class GraphSimulator:
         )
         return web.json_response(body, status=status, headers={"Cache-Control": "no-store, no-cache"})
 
+    async def _managed_identity(self, request: web.Request) -> web.StreamResponse:
+        """App Service's ``GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=...`` with the
+        ``X-IDENTITY-HEADER`` secret (learn.microsoft.com/azure/app-service/overview-managed-identity)."""
+        query = request.rel_url.query
+        client_id = query.get("client_id")
+        seq = self.observer.next_seq()
+        status = 200
+        body: dict[str, Any]
+        if not secrets.compare_digest(request.headers.get("X-IDENTITY-HEADER", ""), self._identity_header):
+            # The page says requests without the header are rejected; the exact answer is not documented.
+            status, body = 401, {"statusCode": 401, "message": "Unauthorized: X-IDENTITY-HEADER is missing."}
+        elif query.get("api-version") != "2019-08-01":
+            status, body = 400, {"statusCode": 400, "message": "Unsupported api-version."}
+        else:
+            try:
+                body = self.identity.managed_identity_token(client_id, query.get("resource", ""))
+            except TokenError as exc:
+                status, body = exc.status, {"statusCode": exc.status, "message": exc.description}
+        tenant = _token_tenant(str(body.get("access_token") or ""))
+        self.observer.record(
+            RequestRecord(
+                seq,
+                _now(),
+                tenant or None,
+                client_id,
+                "GET",
+                "/msi/token",
+                "identity.managed_identity",
+                status,
+            )
+        )
+        return web.json_response(body, status=status)
+
     async def _openid(self, request: web.Request) -> web.StreamResponse:
         try:
             return web.json_response(
@@ -330,13 +397,28 @@ class GraphSimulator:
         out_headers = {**_GRAPH_HEADERS, **reply.headers}
         if reply.body is None:
             return web.Response(status=reply.status, headers=out_headers)
+        answer = reply.body
+        if self.next_link_origin and isinstance(answer, dict) and "@odata.nextLink" in answer:
+            # Not something Graph does (its links point back at Graph): an answer rewritten on the way, for
+            # tests that prove the client keeps its token away from another host.
+            link = str(answer["@odata.nextLink"])
+            answer = {**answer, "@odata.nextLink": link.replace(self.origin, self.next_link_origin, 1)}
         return web.json_response(
-            reply.body, status=reply.status, headers=out_headers, content_type="application/json"
+            answer, status=reply.status, headers=out_headers, content_type="application/json"
         )
 
 
 def _now() -> float:
     return time.time()
+
+
+def _token_tenant(token: str) -> str:
+    """The tid claim of a token the simulator issued (for the request log)."""
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        return str(claims.get("tid") or "")
+    except (IndexError, ValueError):
+        return ""
 
 
 async def _as_coroutine(func: Any, *args: Any) -> Any:

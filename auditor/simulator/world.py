@@ -77,6 +77,10 @@ class AppRegistration:
     credential_kinds: tuple[str, ...] = ("secret",)
     env_prefix: str = "USS_SIM_AUDITOR"
     certificate_valid_days: int = 365
+    # A managed identity (credential kind "managed_identity") lives in one tenant and gets tokens only for
+    # it, whatever tenant the client meant (learn.microsoft.com app-service/overview-managed-identity:
+    # managed identities don't support cross-directory scenarios).
+    home_tenant_id: str | None = None
 
 
 @dataclass

@@ -41,6 +41,7 @@ certificate_path = "{creds["USS_DOCTOR_LONG_CERTIFICATE"]}"
 authority = "{sim.authority}"
 graph_endpoint = "{sim.graph_url}"
 ca_bundle = "{sim.ca_file}"
+allow_custom_endpoints = true
 
 [[tenants]]
 name = "Expiring Certificate Ltd"

@@ -20,6 +20,7 @@ def demo_config_text(
     """TOML for `auditor audit` against the demo fleet (secrets by environment variable only)."""
     auditor_app = next(a for a in sim.world.apps.values() if a.env_prefix == "USS_DEMO_AUDITOR")
     relecloud_app = next(a for a in sim.world.apps.values() if a.env_prefix == "USS_DEMO_RELECLOUD")
+    host_identity = next(a for a in sim.world.apps.values() if a.env_prefix == "USS_DEMO_HOST_IDENTITY")
     vendor = vendor if vendor is not None else {"publisher_tenant_id": _DEMO["vendor"]["publisher_tenant_id"]}
     lines = [
         "[vendor]",
@@ -40,6 +41,7 @@ def demo_config_text(
         f'authority = "{sim.authority}"',
         f'graph_endpoint = "{sim.graph_url}"',
         f'ca_bundle = "{sim.ca_file}"',
+        "allow_custom_endpoints = true",
         "",
     ]
     for tenant in _DEMO["tenants"]:
@@ -54,6 +56,9 @@ def demo_config_text(
                 f'client_id = "{relecloud_app.client_id}"',
                 'client_secret_env = "USS_DEMO_RELECLOUD_PREVIOUS_SECRET"',
             ]
+        if tenant["key"] == "wingtip":
+            # As in the demo: the host's managed identity, whose home is Contoso's tenant (WRONG_TENANT).
+            lines += ['method = "managed_identity"', f'client_id = "{host_identity.client_id}"']
         for key, value in (extra_tenant_keys or {}).get(tenant["key"], {}).items():
             lines.append(
                 f"{key} = {value!r}".replace("'", '"')

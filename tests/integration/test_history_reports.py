@@ -80,7 +80,7 @@ def _naive(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
 
 
-@pytest.mark.slow  # two audits of the 15 simulated tenants with the real SDKs
+@pytest.mark.slow  # two audits of the demo fleet's simulated tenants with the real SDKs
 def test_second_report_lists_exactly_the_change(
     fresh_sim_env: GraphSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

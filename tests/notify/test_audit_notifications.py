@@ -55,7 +55,7 @@ def env(
     return sim_env
 
 
-@pytest.mark.slow  # one audit of the 15 simulated tenants with the real SDKs
+@pytest.mark.slow  # one audit of the demo fleet's simulated tenants with the real SDKs
 def test_the_audit_mails_both_reports_and_posts_the_webhook(
     env: GraphSimulator, tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
 ) -> None:
@@ -108,7 +108,7 @@ def test_with_the_smtp_server_down_the_run_completes_and_says_so(
 
     assert outcome.exit_code == exit_code(outcome.run.tenants) == 3  # unchanged by the failed e-mail
     assert all(p.is_file() and p.stat().st_size > 0 for p in outcome.reports)
-    assert len(json.loads((tmp_path / "out" / "audit.json").read_text())["tenants"]) == 15
+    assert len(json.loads((tmp_path / "out" / "audit.json").read_text())["tenants"]) == len(DEMO_TENANTS)
     printed = stdout.getvalue()
     assert (
         f"billing e-mail (email): failed: cannot connect to SMTP server 127.0.0.1:{nobody_listens}" in printed
@@ -133,7 +133,7 @@ def _remove_security_reader(sim: GraphSimulator, tenant_key: str) -> None:
     ]
 
 
-@pytest.mark.slow  # three audits of the 15 simulated tenants
+@pytest.mark.slow  # three audits of the demo fleet's simulated tenants
 def test_on_change_follows_the_history(
     fresh_sim_env: GraphSimulator,
     tmp_path: Path,
@@ -170,7 +170,7 @@ def test_on_change_follows_the_history(
     assert len(smtp_server.mailbox.envelopes) == 3
 
 
-@pytest.mark.slow  # three shard audits and a merge of the 15 simulated tenants
+@pytest.mark.slow  # three shard audits and a merge of the demo fleet's simulated tenants
 def test_shard_parts_never_notify_the_merge_does_once(
     env: GraphSimulator, tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
 ) -> None:
@@ -192,7 +192,7 @@ def test_shard_parts_never_notify_the_merge_does_once(
         MergeOptions(parts=tuple(parts), out_dir=tmp_path / "merged", config=config, formats=FORMATS),
         stdout=stdout,
     )
-    assert len(merged.run.tenants) == 15
+    assert len(merged.run.tenants) == len(DEMO_TENANTS)
     assert len(webhook_receiver.bodies) == 1
     (message,) = smtp_server.mailbox.messages()
     assert {p.get_filename() for p in message.iter_attachments()} == {

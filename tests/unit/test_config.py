@@ -31,6 +31,8 @@ AUTH = f"""
 client_id = "{CLIENT}"
 certificate_path = "certs/auditor.pem"
 """
+# [auth] for tests of endpoint overrides that are not Microsoft hosts (a simulator or test double).
+CUSTOM = AUTH + "allow_custom_endpoints = true\n"
 TENANT = f"""
 [[tenants]]
 name = "Contoso"
@@ -165,7 +167,9 @@ def test_cloud_table(tmp_path: Path, cloud: str) -> None:
     ],
 )
 def test_endpoint_overrides_win_and_scope_follows(tmp_path: Path, written: str, stored: str) -> None:
-    text = AUTH + f'cloud = "china"\nauthority = "https://login.example.com/"\ngraph_endpoint = "{written}"\n'
+    text = (
+        CUSTOM + f'cloud = "china"\nauthority = "https://login.example.com/"\ngraph_endpoint = "{written}"\n'
+    )
     auth = load(tmp_path, text + TENANT).tenants[0].auth
     assert auth.authority == "https://login.example.com"
     assert auth.graph_endpoint == stored
@@ -174,7 +178,7 @@ def test_endpoint_overrides_win_and_scope_follows(tmp_path: Path, written: str, 
 
 
 def test_tenant_cloud_resets_inherited_endpoint_overrides(tmp_path: Path) -> None:
-    text = AUTH + 'graph_endpoint = "https://graph.example.com"\n' + TENANT + 'cloud = "usgov"\n'
+    text = CUSTOM + 'graph_endpoint = "https://graph.example.com"\n' + TENANT + 'cloud = "usgov"\n'
     text += f'[[tenants]]\nname = "Sim"\ntenant_id = "{T2}"\n'
     gov, sim = load(tmp_path, text).tenants
     assert gov.auth.graph_endpoint == "https://graph.microsoft.us"
@@ -198,7 +202,7 @@ def test_tenant_overrides_every_auth_key(tmp_path: Path, ca_pem: bytes) -> None:
     put_ca(tmp_path / "ca" / "corp.pem", ca_pem)
     put_ca(tmp_path / "other-ca.pem", ca_pem)
     text = (
-        AUTH
+        CUSTOM
         + 'ca_bundle = "ca/corp.pem"\n'
         + TENANT
         + f"""
