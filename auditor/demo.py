@@ -53,7 +53,7 @@ _RELECLOUD_PREFIX: Final = "USS_DEMO_RELECLOUD"
 _FAILING_SIGNIN_TENANT: Final = "relecloud"
 # The tenant configured with the host's managed identity, whose token is for the identity's home tenant:
 # the demo shows a WRONG_TENANT error.
-_WRONG_TENANT_TENANT: Final = "wingtip"
+_WRONG_TENANT_TENANT: Final = "bellows"
 _HOST_IDENTITY_PREFIX: Final = "USS_DEMO_HOST_IDENTITY"
 
 
@@ -167,7 +167,7 @@ def demo_config_text(sim: GraphSimulator, fixture: Mapping[str, Any]) -> str:
 
     The vendor is identified by publisher only (no pinned ``app_id``), so the tenant holding two vendor
     service principals is ``ambiguous``; the Relecloud tenant signs in as its own app with the
-    rotated-out secret, so it fails sign-in (``AUTH_FAILED``); the Wingtip tenant signs in with the host's
+    rotated-out secret, so it fails sign-in (``AUTH_FAILED``); the Bellows tenant signs in with the host's
     managed identity, whose token is for its home tenant (``WRONG_TENANT``). Secrets are named, never
     included.
     """

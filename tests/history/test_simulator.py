@@ -103,7 +103,7 @@ async def test_two_runs_with_one_tenant_changed(fresh_sim_env: GraphSimulator, t
     assert {t.name for t in insights.unknown} == {
         "Fourth Coffee",
         "Relecloud",
-        "Wingtip Toys",
+        "Bellows College",
     }  # errors both nights: unknown
 
     # Gap ages and accrued cost follow from the recorded times.

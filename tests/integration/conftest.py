@@ -56,7 +56,7 @@ def demo_config_text(
                 f'client_id = "{relecloud_app.client_id}"',
                 'client_secret_env = "USS_DEMO_RELECLOUD_PREVIOUS_SECRET"',
             ]
-        if tenant["key"] == "wingtip":
+        if tenant["key"] == "bellows":
             # As in the demo: the host's managed identity, whose home is Contoso's tenant (WRONG_TENANT).
             lines += ['method = "managed_identity"', f'client_id = "{host_identity.client_id}"']
         for key, value in (extra_tenant_keys or {}).get(tenant["key"], {}).items():

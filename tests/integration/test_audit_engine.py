@@ -44,7 +44,7 @@ EXPECTED: dict[str, tuple[Status, set[F], int | None]] = {
     "relecloud": (Status.ERROR, set(), None),
     "lucerne": (Status.NON_COMPLIANT, {F.ROLE_MISSING, F.PIM_UNAVAILABLE}, 64),
     "trey": (Status.COMPLIANT, {F.MAILBOX_SCAN_INCOMPLETE}, 0),
-    "wingtip": (Status.ERROR, set(), None),
+    "bellows": (Status.ERROR, set(), None),
 }
 KEY_BY_ID = {tenant_id: key for key, tenant_id in DEMO_TENANTS.items()}
 

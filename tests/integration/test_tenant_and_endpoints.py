@@ -121,18 +121,18 @@ def host_identity(sim: GraphSimulator) -> str:
 async def test_a_managed_identity_token_for_another_tenant_is_wrong_tenant_never_that_tenants_verdict(
     sim_env: GraphSimulator, tmp_path: Path
 ) -> None:
-    # The demo fleet's Wingtip Toys signs in with the host's managed identity (App Service IDENTITY_ENDPOINT
+    # The demo fleet's Bellows College signs in with the host's managed identity (App Service IDENTITY_ENDPOINT
     # + IDENTITY_HEADER, azure-identity's ManagedIdentityCredential), whose home tenant is Contoso's.
     config = write_demo_config(sim_env, tmp_path)
-    wingtip = next(t for t in config.tenants if t.tenant_id == DEMO_TENANTS["wingtip"])
-    assert wingtip.auth.method.value == "managed_identity"
-    result = await TenantAuditor(config)(wingtip)
+    bellows = next(t for t in config.tenants if t.tenant_id == DEMO_TENANTS["bellows"])
+    assert bellows.auth.method.value == "managed_identity"
+    result = await TenantAuditor(config)(bellows)
 
     assert result.status is Status.ERROR
     assert result.error is not None and result.error.code is ErrorCode.WRONG_TENANT
     for text in (result.error.message, result.error.hint):
-        assert DEMO_TENANTS["contoso"] in text and DEMO_TENANTS["wingtip"] in text
-    # Nothing of Contoso's directory is reported under Wingtip's name.
+        assert DEMO_TENANTS["contoso"] in text and DEMO_TENANTS["bellows"] in text
+    # Nothing of Contoso's directory is reported under Bellows's name.
     assert result.findings == () and result.service_principal is None and result.mailboxes is None
     assert result.billing.monthly_cost is None
     # The token came from the managed identity endpoint, for Contoso; not one Graph request carried it.
@@ -149,10 +149,10 @@ async def test_with_opaque_tokens_organization_alone_tells_the_tenant(
 ) -> None:
     # Tokens the client cannot read (Microsoft: treat access tokens as opaque): /organization decides.
     config = write_demo_config(sim_env, tmp_path)
-    wingtip = next(t for t in config.tenants if t.tenant_id == DEMO_TENANTS["wingtip"])
+    bellows = next(t for t in config.tenants if t.tenant_id == DEMO_TENANTS["bellows"])
     sim_env.identity.opaque_tokens = True
     try:
-        result = await TenantAuditor(config)(wingtip)
+        result = await TenantAuditor(config)(bellows)
     finally:
         sim_env.identity.opaque_tokens = False
     assert result.error is not None and result.error.code is ErrorCode.WRONG_TENANT
@@ -218,7 +218,9 @@ def test_wrong_tenant_reaches_every_report_and_the_history(sim_env: GraphSimulat
     config = write_demo_config(sim_env, tmp_path)
     out = tmp_path / "out"
     runner = CliRunner()
-    result = runner.invoke(app, ["audit", "-c", str(config.path), "-o", str(out), "--tenant", "Wingtip Toys"])
+    result = runner.invoke(
+        app, ["audit", "-c", str(config.path), "-o", str(out), "--tenant", "Bellows College"]
+    )
     assert result.exit_code == 3, result.output
     assert "WRONG_TENANT" in result.stdout and DEMO_TENANTS["contoso"] in result.stdout
     (tenant,) = json.loads((out / "audit.json").read_text())["tenants"]
@@ -231,7 +233,7 @@ def test_wrong_tenant_reaches_every_report_and_the_history(sim_env: GraphSimulat
     again = runner.invoke(app, ["report", str(out / "audit.json"), "--out", str(tmp_path / "again")])
     assert again.exit_code == 0, again.output
     assert "WRONG_TENANT" in (tmp_path / "again" / "audit.html").read_text()
-    history = runner.invoke(app, ["history", "-c", str(config.path), "--tenant", "Wingtip Toys"])
+    history = runner.invoke(app, ["history", "-c", str(config.path), "--tenant", "Bellows College"])
     assert history.exit_code == 0, history.output
     assert "WRONG_TENANT" in history.stdout
 
@@ -279,12 +281,12 @@ async def test_a_remediation_credential_for_another_tenant_writes_nothing(
 
 
 async def test_doctor_says_which_tenant_the_token_is_for(sim_env: GraphSimulator) -> None:
-    settings = settings_for(sim_env, "wingtip", method="managed_identity", client_id=host_identity(sim_env))
-    async with preflight_session(settings, "Wingtip Toys") as probe:
+    settings = settings_for(sim_env, "bellows", method="managed_identity", client_id=host_identity(sim_env))
+    async with preflight_session(settings, "Bellows College") as probe:
         with pytest.raises(GraphError) as caught:
             await probe.token()
     assert caught.value.code is ErrorCode.WRONG_TENANT
-    assert DEMO_TENANTS["contoso"] in caught.value.hint and DEMO_TENANTS["wingtip"] in caught.value.hint
+    assert DEMO_TENANTS["contoso"] in caught.value.hint and DEMO_TENANTS["bellows"] in caught.value.hint
 
 
 # --- issue 12 item 1: the fleet's secret goes to Microsoft's hosts only ---------------------------------
