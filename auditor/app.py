@@ -25,7 +25,7 @@ import typer
 from auditor.config import AuditConfig, TenantConfig, load_config, select_tenants
 from auditor.constants import ExitCode
 from auditor.errors import UsageError, register_secret
-from auditor.evaluate import exit_code
+from auditor.evaluate import describe_vendor_search, exit_code
 from auditor.history import JournalCursor, RunInsights, history_settings, open_history
 from auditor.model import RemediationAction, RunMode, RunResult
 from auditor.notify import (
@@ -62,7 +62,8 @@ AuditorFactory: TypeAlias = Callable[[AuditConfig], TenantAudit]
 
 _EXIT_MEANINGS: Final = {
     ExitCode.OK: "every audited tenant is compliant, remediated or not connected",
-    ExitCode.GAPS: "at least one tenant still has a gap (non_compliant or ambiguous)",
+    ExitCode.GAPS: "at least one tenant still has a gap (non_compliant or ambiguous), or the vendor app "
+    "was found in none of the tenants",
     ExitCode.USAGE: "usage or configuration error: nothing was audited",
     ExitCode.TENANT_ERROR: "at least one tenant could not be audited",
 }
@@ -156,6 +157,7 @@ def audit(
                 progress=progress if progress is not None else progress_for_stderr(),
             )
         )
+        run = replace(run, vendor_search=describe_vendor_search(config.vendor))
         if options.remediate:
             run = remediate(
                 run, tenants, options, out_dir, stdout, confirm=confirm, session_factory=session_factory
