@@ -1,7 +1,7 @@
 """`auditor demo`: the whole product on a fresh machine, with no Microsoft account.
 
-It starts the built-in Graph simulator serving the demo fleet (``config/demo-fleet.toml``: fifteen
-made-up tenants that together show every verdict), writes an ordinary auditor config pointing at it
+It starts the built-in Graph simulator serving the demo fleet (``config/demo-fleet.toml``: made-up
+tenants that together show every verdict), writes an ordinary auditor config pointing at it
 (``demo-config.toml`` in the output directory), and runs exactly what `auditor audit` runs. The fleet
 has gaps and errors on purpose, so the demo exits 0 when the audit completed and says which exit code
 `auditor audit` would have given; it exits non-zero only when the demo itself fails.

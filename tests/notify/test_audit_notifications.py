@@ -108,7 +108,7 @@ def test_with_the_smtp_server_down_the_run_completes_and_says_so(
 
     assert outcome.exit_code == exit_code(outcome.run.tenants) == 3  # unchanged by the failed e-mail
     assert all(p.is_file() and p.stat().st_size > 0 for p in outcome.reports)
-    assert len(json.loads((tmp_path / "out" / "audit.json").read_text())["tenants"]) == 15
+    assert len(json.loads((tmp_path / "out" / "audit.json").read_text())["tenants"]) == len(DEMO_TENANTS)
     printed = stdout.getvalue()
     assert (
         f"billing e-mail (email): failed: cannot connect to SMTP server 127.0.0.1:{nobody_listens}" in printed
@@ -192,7 +192,7 @@ def test_shard_parts_never_notify_the_merge_does_once(
         MergeOptions(parts=tuple(parts), out_dir=tmp_path / "merged", config=config, formats=FORMATS),
         stdout=stdout,
     )
-    assert len(merged.run.tenants) == 15
+    assert len(merged.run.tenants) == len(DEMO_TENANTS)
     assert len(webhook_receiver.bodies) == 1
     (message,) = smtp_server.mailbox.messages()
     assert {p.get_filename() for p in message.iter_attachments()} == {

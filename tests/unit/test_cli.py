@@ -25,6 +25,7 @@ from auditor.errors import ConfigError
 from auditor.model import Billing, Status, TenantResult
 from auditor.reporting.json_report import read_run
 from auditor.runner import TenantAudit
+from tests.conftest import DEMO_TENANTS
 
 CLIENT = "00000000-0000-0000-0000-0000000000c1"
 T1 = "11111111-1111-1111-1111-111111111111"
@@ -342,7 +343,7 @@ def test_demo_writes_a_config_for_the_simulator_and_audits_it(tmp_path: Path) ->
     assert code == 0
 
     config: AuditConfig = seen["config"]
-    assert len(config.tenants) == 15
+    assert len(config.tenants) == len(DEMO_TENANTS)
     assert config.vendor.app_id == "" and config.vendor.publisher_tenant_id
     assert config.billing.price_per_mailbox == 2.5 and config.billing.currency == "GBP"
     default = config.tenants[0].auth
@@ -363,7 +364,7 @@ def test_demo_writes_a_config_for_the_simulator_and_audits_it(tmp_path: Path) ->
 
     assert "on purpose" in output and "exits with 1" in output
     assert str((tmp_path / "audit.json").resolve()) in output
-    assert len(read_run(tmp_path / "audit.json").tenants) == 15
+    assert len(read_run(tmp_path / "audit.json").tenants) == len(DEMO_TENANTS)
 
 
 def test_demo_without_its_fixture_is_a_clear_error(tmp_path: Path) -> None:
@@ -380,7 +381,7 @@ def test_demo_with_a_broken_fixture_is_a_clear_error(tmp_path: Path) -> None:
         run_demo(DemoOptions(out_dir=tmp_path / "out", fixture=fixture), stdout=io.StringIO())
 
 
-@pytest.mark.slow  # about 3 s: the real SDKs against the simulator's 15 tenants
+@pytest.mark.slow  # about 3 s: the real SDKs against the simulator's demo tenants
 def test_demo_end_to_end_through_the_cli(tmp_path: Path) -> None:
     """The real audit engine against the simulator: every verdict shows, the demo still exits 0."""
     out = tmp_path / "demo"
@@ -391,9 +392,10 @@ def test_demo_end_to_end_through_the_cli(tmp_path: Path) -> None:
     run = read_run(out / "audit.json")
     statuses = {t.status for t in run.tenants}
     assert statuses == set(Status) - {Status.REMEDIATED}
-    assert "[15/15]" in result.stderr  # one progress line per tenant when stderr is not a terminal
+    # one progress line per tenant when stderr is not a terminal
+    assert f"[{len(DEMO_TENANTS)}/{len(DEMO_TENANTS)}]" in result.stderr
     data = json.loads((out / "audit.json").read_text(encoding="utf-8"))
-    assert data["summary"]["tenants"] == 15
+    assert data["summary"]["tenants"] == len(DEMO_TENANTS)
 
 
 # --- --log-format json: one JSON object per line on stderr, for log shippers ------------------------------
@@ -485,7 +487,10 @@ def test_an_unset_notification_variable_is_warned_about_at_the_start(
     assert (
         stdout.getvalue()
         .rstrip()
-        .endswith("Exit code 1: at least one tenant still has a gap (non_compliant or ambiguous).")
+        .endswith(
+            "Exit code 1: at least one tenant still has a gap (non_compliant or ambiguous), or the vendor app "
+            "was found in none of the tenants."
+        )
     )
 
 
