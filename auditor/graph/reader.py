@@ -90,7 +90,8 @@ class MailboxAnswer:
 def classify_mailbox_item(status: int, body: dict[str, Any]) -> MailboxAnswer | None:
     """A final answer for one `GET /users/{id}/mailboxSettings/userPurpose` item, or None when the
     status is transient (429/5xx: the caller retries it)."""
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    raw_error = body.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     code = str(error.get("code") or "") or None
     message = str(error.get("message") or "")
     if status == 200:

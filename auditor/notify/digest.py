@@ -153,7 +153,8 @@ def _fleet_row(run: RunResult, notice: str) -> AttentionRow:
     return AttentionRow(
         name=f"All {audited} tenants audited",
         tenant_id="",
-        status="vendor app not found",
+        # short() shows name, status and codes only (Slack): the search is named there too.
+        status=f"vendor app not found (search: {run.vendor_search or 'see [vendor] in the config'})",
         codes="SP_NOT_FOUND",
         detail=notice,
         billed=None,
