@@ -76,7 +76,8 @@ _TENANT_CHECK_SECONDS: Final = 120.0
 PERMISSION_PURPOSES: Final = MappingProxyType(
     {
         "Application.Read.All": "find the USS AzureAD service principal and read its Exchange Online app "
-        "role assignments (Exchange.ManageAsApp) and group memberships",
+        "role assignments (Exchange.ManageAsApp) and the groups it is in (as ids: enough to find a role "
+        "held through a group, no group read permission needed)",
         "RoleManagement.Read.Directory": "read directory role assignments and PIM schedule instances: does "
         "the vendor app hold Security Reader, active, at '/', permanently (Directory.Read.All does not cover "
         "the PIM reads; RoleAssignmentSchedule.Read.Directory with RoleEligibilitySchedule.Read.Directory "
