@@ -198,3 +198,15 @@ def test_vendor_found_nowhere_and_exit_code(statuses: list[Status], nowhere: boo
     if notice:
         assert "servicePrincipals where x" in notice
         assert RunResult.from_dict(run.to_dict()).vendor_nowhere_notice == notice
+
+
+def test_the_terminal_summary_names_the_search_when_the_vendor_app_is_found_nowhere() -> None:
+    from auditor.output import summary_text
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    search = "servicePrincipals where appOwnerOrganizationId eq 'p1'"
+    nowhere = RunResult("r", now, now, "0", RunMode.AUDIT, (result(NC), result(NC)), vendor_search=search)
+    text = summary_text(nowhere)
+    assert "WARNING: The vendor app was found in none of the 2 tenants audited" in text and search in text
+    fine = RunResult("r", now, now, "0", RunMode.AUDIT, (result(NC), result(C)), vendor_search=search)
+    assert "WARNING" not in summary_text(fine)
