@@ -836,7 +836,7 @@ def tenant_checks(tenant: TenantResult) -> tuple[Check, ...]:
             Check(
                 "Mailbox census",
                 CheckOutcome.WARNING if census_findings else CheckOutcome.OK,
-                f"{census.total_users:,} users classified: {census.shared:,} shared mailbox(es)"
+                f"{census.total_users:,} users examined: {census.shared:,} shared mailbox(es)"
                 + (
                     f"; {census.on_premises:,} mailbox(es) hosted on-premises, not classified"
                     if census.on_premises
