@@ -22,6 +22,7 @@ import typer
 
 from auditor.config import AuditConfig, TenantConfig, load_config, select_tenants
 from auditor.errors import UsageError
+from auditor.evaluate import describe_vendor_search
 from auditor.history import JournalCursor, open_history
 from auditor.model import RemediationAction, RunMode, RunResult
 from auditor.notify import (
@@ -150,6 +151,7 @@ def audit(
                 progress=progress if progress is not None else progress_for_stderr(),
             )
         )
+        run = replace(run, vendor_search=describe_vendor_search(config.vendor))
         if options.remediate:
             run = remediate(
                 run, tenants, options, out_dir, stdout, confirm=confirm, session_factory=session_factory

@@ -4,11 +4,15 @@ Each section (service principals, roles, Exchange app roles, mailbox census) is 
 a section that cannot be read carries its error instead of a value, so the evaluator can never take
 "could not read" for "found nothing". A sign-in failure fails the whole tenant.
 
-Requests for one tenant (U users, M of them with a mail address), when the vendor app is identified:
-organization 1, service principal search 1 (+1 with a pinned app_id), role assignments 1,
-transitiveMemberOf 1 (+1 when it holds role-assignable groups), PIM assignment and eligibility
-instances 2 (1 without Entra ID P2), appRoleAssignments 1 (+1 to resolve Exchange app role names when
-there are any), users ceil(U/999), mailbox $batch ceil(M/20) carrying M items. See README "How it works".
+Requests for one tenant (U users, M of them with a mail address, the vendor SP a member of G groups),
+when the vendor app is identified: organization 1; service principal search 1 by display name (+1 by
+publisher when `publisher_tenant_id` is set, +1 by a pinned app_id); transitiveMemberOf 1; role
+assignments ceil((1+G)/15) (`principalId in (...)` for the SP and every group it is in: groups come back
+as limited-information objects without a group read permission, so none is skipped); PIM assignment and
+eligibility instances 2 (1 without Entra ID P2: `roleDefinitionId eq` Security Reader, principals
+matched in code, since `principalId` supports only `eq`/`ne` there); appRoleAssignments 1 (+1 to resolve
+Exchange app role names when there are any); users ceil(U/999); mailbox $batch ceil(M/20) carrying M
+`GET /users/{id}/mailboxSettings/userPurpose` items. See README "Graph requests per tenant".
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig, VendorSettings
-from auditor.constants import EXCHANGE_ONLINE_APP_ID
+from auditor.constants import EXCHANGE_ONLINE_APP_ID, SECURITY_READER_ROLE_ID
 from auditor.errors import ErrorCode, GraphError, TenantError, permission_hint, register_secret
-from auditor.evaluate import EvaluationSettings, evaluate, identify_service_principal
+from auditor.evaluate import (
+    EvaluationSettings,
+    describe_vendor_search,
+    evaluate,
+    identify_service_principal,
+    vendor_filters,
+)
 from auditor.graph.client import ConnectionSettings, GraphSession, open_session
 from auditor.graph.reader import GraphReader, MailboxAnswer, translate_auth_error
 from auditor.model import (
@@ -48,7 +58,17 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SP_FIELDS = ["id", "appId", "displayName", "accountEnabled", "appOwnerOrganizationId", "servicePrincipalType"]
-USER_FIELDS = ["id", "displayName", "userPrincipalName", "mail", "accountEnabled", "assignedLicenses"]
+USER_FIELDS = [
+    "id",
+    "displayName",
+    "userPrincipalName",
+    "mail",
+    "accountEnabled",
+    "assignedLicenses",
+    "onPremisesSyncEnabled",
+]
+# Principal ids per `principalId in (...)` filter: keeps each URL a sane length (15 GUIDs ≈ 700 chars).
+PRINCIPALS_PER_FILTER = 15
 
 
 def _quote(value: str) -> str:
@@ -136,17 +156,13 @@ async def _section(read: Awaitable[T]) -> Section[T]:
 
 
 async def search_vendor(reader: Any, vendor: VendorSettings) -> ServicePrincipalSearch:
-    """The service principals that could be the vendor's: by pinned appId and by display name.
+    """The service principals that could be the vendor's: by pinned appId, by display name and by
+    publisher (see :func:`vendor_filters`).
 
     `reader` needs `service_principals(odata_filter, select)` (a GraphReader, or doctor's probe).
     """
-    filters = []
-    if vendor.app_id:
-        filters.append(f"appId eq {_quote(vendor.app_id)}")
-    if vendor.app_display_name:
-        filters.append(f"displayName eq {_quote(vendor.app_display_name)}")
     found: dict[str, ServicePrincipalRecord] = {}
-    for odata_filter in filters:
+    for odata_filter in vendor_filters(vendor):
         for item in await reader.service_principals(odata_filter, SP_FIELDS):
             record = ServicePrincipalRecord(
                 id=str(item["id"]),
@@ -237,35 +253,51 @@ class TenantCollector:
     async def _search(self) -> ServicePrincipalSearch:
         return await search_vendor(self.reader, self.vendor)
 
-    async def _assignments(self, principal_ids: list[str], *, via_group: bool) -> list[RoleAssignmentRecord]:
-        if not principal_ids:
-            return []
-        items = await self.reader.role_assignments(_principal_filter(principal_ids))
-        return [_assignment(item, via_group=via_group) for item in items]
+    async def _assignments(self, sp_id: str, group_ids: list[str]) -> list[RoleAssignmentRecord]:
+        """Active role assignments of the SP and of every group it is in, `principalId in (...)` in chunks."""
+        principals = [sp_id, *group_ids]
+        records: list[RoleAssignmentRecord] = []
+        for start in range(0, len(principals), PRINCIPALS_PER_FILTER):
+            chunk = principals[start : start + PRINCIPALS_PER_FILTER]
+            for item in await self.reader.role_assignments(_principal_filter(chunk)):
+                via_group = str(item.get("principalId") or "").lower() != sp_id.lower()
+                records.append(_assignment(item, via_group=via_group))
+        return records
 
     async def _roles(self, sp: ServicePrincipalRecord) -> RoleEvidence:
-        direct = await self._assignments([sp.id], via_group=False)
         member_of = await self.reader.transitive_member_of(sp.id)
+        # Limited-information objects (no group read permission) carry only @odata.type and id: nothing
+        # else is relied on, and every group's assignments are asked for.
         groups = tuple(
-            GroupRecord(str(g["id"]), str(g.get("displayName") or g["id"]), bool(g.get("isAssignableToRole")))
+            GroupRecord(
+                str(g["id"]),
+                str(g.get("displayName") or ""),
+                None if g.get("isAssignableToRole") is None else bool(g.get("isAssignableToRole")),
+            )
             for g in member_of
-            if str(g.get("@odata.type", "")).endswith(".group")
+            if str(g.get("@odata.type", "")).endswith(".group") and g.get("id")
         )
-        assignable = [g.id for g in groups if g.is_assignable_to_role]
-        via_groups = await self._assignments(assignable, via_group=True)
-        active = direct + via_groups
-        principals = [sp.id, *assignable]
+        active = await self._assignments(sp.id, [g.id for g in groups])
+        principals = {sp.id.lower(), *(g.id.lower() for g in groups)}
         pim_available: bool | None = None
         pim_error: TenantError | None = None
         eligible: list[RoleAssignmentRecord] = []
+        # principalId supports only eq/ne on the schedule instances (Graph docs): ask for the Security
+        # Reader instances (roleDefinitionId eq, documented) and keep the SP's and its groups' in code.
+        role_filter = f"roleDefinitionId eq {_quote(SECURITY_READER_ROLE_ID)}"
+
+        def ours(item: dict[str, Any]) -> bool:
+            return str(item.get("principalId") or "").lower() in principals
+
         try:
-            instances = await self.reader.role_assignment_instances(_principal_filter(principals))
+            instances = [i for i in await self.reader.role_assignment_instances(role_filter) if ours(i)]
             pim_available = True
             ends = {(i.get("roleAssignmentOriginId") or i.get("id")): i.get("endDateTime") for i in instances}
             active = [_with_end(a, ends.get(a.id)) for a in active]
             eligible = [
-                _assignment(i, via_group=i.get("principalId") != sp.id)
-                for i in await self.reader.role_eligibility_instances(_principal_filter(principals))
+                _assignment(i, via_group=str(i.get("principalId") or "").lower() != sp.id.lower())
+                for i in await self.reader.role_eligibility_instances(role_filter)
+                if ours(i)
             ]
         except GraphError as exc:
             if exc.status == 400 and "AadPremiumLicenseRequired" in exc.message:
@@ -340,8 +372,15 @@ def _parse_time(value: Any) -> datetime | None:
 def census_from(
     users: list[dict[str, Any]], answers: dict[str, MailboxAnswer], tenant_label: str, app_label: str
 ) -> MailboxCensus:
-    """Count users by mailbox purpose; users without a mail address have no mailbox to classify."""
-    counts = {"user": 0, "room": 0, "equipment": 0, "other": 0, "no_mailbox": 0}
+    """Count users by mailbox purpose; users without a mail address have no mailbox to classify.
+
+    A user synced from on-premises (`onPremisesSyncEnabled`) with a mail address whose mailbox answers
+    the way an on-premises-hosted one does (404 MailboxNotEnabledForRESTAPI /
+    MailboxNotHostedInExchangeOnline, 403 "REST APIs for this mailbox are currently in preview") is
+    counted as `on_premises`. A cloud-only user answering 404 has no mailbox. Only plain 403s (not the
+    on-premises kind) can mean the app lacks MailboxSettings.Read.
+    """
+    counts = {"user": 0, "room": 0, "equipment": 0, "other": 0, "no_mailbox": 0, "on_premises": 0}
     shared: list[SharedMailbox] = []
     failures: dict[str, int] = {}
     denied = 0
@@ -352,12 +391,16 @@ def census_from(
         if answer is None:
             counts["no_mailbox"] += 1
             continue
+        synced = bool(user.get("onPremisesSyncEnabled")) and bool(user.get("mail"))
+        if answer.hybrid_kind and synced:
+            counts["on_premises"] += 1
+            continue
         asked += 1
         if answer.no_mailbox:
             counts["no_mailbox"] += 1
         elif answer.failure is not None:
             failures[answer.failure] = failures.get(answer.failure, 0) + 1
-            denied += answer.status == 403
+            denied += answer.status == 403 and not answer.hybrid_kind
         elif answer.purpose == "shared":
             shared.append(
                 SharedMailbox(
@@ -376,7 +419,8 @@ def census_from(
         else:
             counts["other"] += 1
     if asked and denied == asked:
-        # Every mailbox refused: the app lacks MailboxSettings.Read, not a few policy-hidden mailboxes.
+        # Every mailbox Exchange Online hosts refused: the app lacks MailboxSettings.Read, not a few
+        # policy-hidden mailboxes.
         raise GraphError(
             f"Every mailbox in tenant {tenant_label} answered 403 ErrorAccessDenied; needs MailboxSettings.Read",
             code=ErrorCode.PERMISSION_DENIED,
@@ -432,4 +476,13 @@ class TenantAuditor:
         return evaluate(snapshot, EvaluationSettings.for_tenant(self.config, tenant), datetime.now(UTC))
 
 
-__all__ = ["GraphSession", "TenantAuditor", "TenantCollector", "census_from", "connection_settings"]
+__all__ = [
+    "GraphSession",
+    "TenantAuditor",
+    "TenantCollector",
+    "census_from",
+    "connection_settings",
+    "describe_vendor_search",
+    "search_vendor",
+    "vendor_filters",
+]

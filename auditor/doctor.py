@@ -39,7 +39,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, TypeAlias
 from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig, load_config, select_tenants
 from auditor.constants import AUDIT_PERMISSIONS, REMEDIATION_PERMISSIONS, ExitCode
 from auditor.errors import GraphError, redact, register_secret
-from auditor.evaluate import MatchOutcome, admin_consent_url, identify_service_principal
+from auditor.evaluate import (
+    MatchOutcome,
+    admin_consent_url,
+    describe_vendor_search,
+    identify_service_principal,
+)
 
 if TYPE_CHECKING:
     from auditor.graph.client import ConnectionSettings
@@ -71,9 +76,12 @@ _TENANT_CHECK_SECONDS: Final = 120.0
 PERMISSION_PURPOSES: Final = MappingProxyType(
     {
         "Application.Read.All": "find the USS AzureAD service principal and read its Exchange Online app "
-        "role assignments (Exchange.ManageAsApp) and group memberships",
-        "RoleManagement.Read.Directory": "read directory role assignments and PIM schedules: does the vendor "
-        "app hold Security Reader, active, at '/', permanently",
+        "role assignments (Exchange.ManageAsApp) and the groups it is in (as ids: enough to find a role "
+        "held through a group, no group read permission needed)",
+        "RoleManagement.Read.Directory": "read directory role assignments and PIM schedule instances: does "
+        "the vendor app hold Security Reader, active, at '/', permanently (Directory.Read.All does not cover "
+        "the PIM reads; RoleAssignmentSchedule.Read.Directory with RoleEligibilitySchedule.Read.Directory "
+        "do)",
         "User.Read.All": "list the users, to find every mailbox",
         "MailboxSettings.Read": "read mailboxSettings.userPurpose, to tell shared mailboxes from people",
         "Organization.Read.All": "read the tenant's organization: the first call, proving sign-in and consent",
@@ -83,7 +91,12 @@ PERMISSION_PURPOSES: Final = MappingProxyType(
 )
 
 # Broader permissions that also cover a needed one (Microsoft Graph permission reference; graph-api-notes
-# §1). Holding one of these is enough to audit, though broader than necessary.
+# §1). Holding one of these is enough to audit, though broader than necessary. "A + B" needs both.
+# RoleManagement.Read.Directory covers role assignments *and* the PIM schedule instances; Directory.Read.All
+# covers only the former: the PIM lists take RoleAssignmentSchedule.Read.Directory /
+# RoleEligibilitySchedule.Read.Directory or a RoleManagement permission, never Directory.Read.All
+# (rbacapplication-list-roleassignmentscheduleinstances, -roleeligibilityscheduleinstances).
+_PIM_READS: Final = "RoleAssignmentSchedule.Read.Directory + RoleEligibilitySchedule.Read.Directory"
 PERMISSION_ALTERNATIVES: Final = MappingProxyType(
     {
         "Application.Read.All": (
@@ -94,8 +107,8 @@ PERMISSION_ALTERNATIVES: Final = MappingProxyType(
         "RoleManagement.Read.Directory": (
             "RoleManagement.Read.All",
             "RoleManagement.ReadWrite.Directory",
-            "Directory.Read.All",
-            "Directory.ReadWrite.All",
+            f"Directory.Read.All + {_PIM_READS}",
+            f"Directory.ReadWrite.All + {_PIM_READS}",
         ),
         "User.Read.All": ("User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
         "MailboxSettings.Read": ("MailboxSettings.ReadWrite",),
@@ -212,11 +225,19 @@ def missing_permissions(needed: Sequence[str], roles: frozenset[str]) -> tuple[l
     held = {r.casefold(): r for r in roles}
     missing: list[str] = []
     broader: dict[str, str] = {}
+
+    def holds(alternative: str) -> bool:
+        return all(part.strip().casefold() in held for part in alternative.split("+"))
+
     for permission in needed:
         if permission.casefold() in held:
             continue
         covering = next(
-            (held[a.casefold()] for a in PERMISSION_ALTERNATIVES.get(permission, ()) if a.casefold() in held),
+            (
+                " + ".join(held[p.strip().casefold()] for p in a.split("+"))
+                for a in PERMISSION_ALTERNATIVES.get(permission, ())
+                if holds(a)
+            ),
             None,
         )
         if covering is None:
@@ -288,6 +309,8 @@ class _TenantDoctor:
     now: datetime
     audit_only: bool
     checks: list[Check] = field(default_factory=list)
+    # Whether the vendor search found the vendor app (identified or ambiguous); None: not checked.
+    vendor_found: bool | None = None
 
     @property
     def label(self) -> str:
@@ -500,6 +523,7 @@ class _TenantDoctor:
         match = identify_service_principal(
             search.candidates, vendor, self.tenant.tenant_id, tenant_name=self.tenant.name
         )
+        self.vendor_found = match.outcome is not MatchOutcome.NOT_FOUND
         advice = " ".join(f.message for f in match.findings)
         if match.outcome is MatchOutcome.IDENTIFIED and match.identified is not None:
             sp = match.identified.record
@@ -525,7 +549,8 @@ class _TenantDoctor:
             self.add(
                 "vendor app",
                 CheckStatus.PROBLEM,
-                f"no {vendor.app_display_name or 'vendor'} service principal in this tenant",
+                f"no {vendor.app_display_name or 'vendor'} service principal in this tenant (search: "
+                f"{describe_vendor_search(vendor)})",
                 advice,
             )
 
@@ -558,8 +583,11 @@ async def check_tenants(
     gate = asyncio.Semaphore(config.run.concurrency)
     limit = min(_TENANT_CHECK_SECONDS, config.run.tenant_timeout_seconds)
 
+    doctors: list[_TenantDoctor] = []
+
     async def one(tenant: TenantConfig) -> list[Check]:
         doctor = _TenantDoctor(tenant, config, env, factory, moment, audit_only)
+        doctors.append(doctor)
         async with gate:
             try:
                 return await asyncio.wait_for(doctor.run(), timeout=limit)
@@ -581,7 +609,24 @@ async def check_tenants(
             return doctor.checks
 
     results = await asyncio.gather(*(one(t) for t in tenants))
-    return DoctorReport(tuple(c for checks in results for c in checks), len(tenants))
+    checks = [c for tenant_checks in results for c in tenant_checks]
+    searched = [d for d in doctors if d.vendor_found is not None]
+    if len(searched) >= 2 and not any(d.vendor_found for d in searched):
+        # As the audit (DESIGN §3.1): found nowhere is far likelier a wrong [vendor] setting.
+        checks.append(
+            Check(
+                "(all tenants)",
+                "",
+                "vendor app",
+                CheckStatus.PROBLEM,
+                f"the vendor app was found in none of the {len(searched)} tenants checked (search: "
+                f"{describe_vendor_search(config.vendor)})",
+                "A vendor setting that matches nothing is far likelier than a fleet that never connected "
+                "USS: compare app_id, publisher_tenant_id and app_display_name under [vendor] in the config "
+                "with the USS AzureAD enterprise app of one connected tenant.",
+            )
+        )
+    return DoctorReport(tuple(checks), len(tenants))
 
 
 def run_doctor(

@@ -71,6 +71,7 @@ from auditor.model import (
     TenantSnapshot,
     internal_error,
     money,
+    vendor_found_nowhere,
 )
 
 __all__ = [
@@ -81,9 +82,12 @@ __all__ = [
     "admin_consent_url",
     "apply_remediation",
     "billing_for",
+    "describe_vendor_search",
     "evaluate",
     "exit_code",
     "identify_service_principal",
+    "vendor_filters",
+    "vendor_found_nowhere",
 ]
 
 # Findings that make an identified tenant non_compliant. Everything else is advice.
@@ -153,8 +157,8 @@ def identify_service_principal(
     """Decide which candidate SP is the vendor's (DESIGN §3.4, §3.5).
 
     * ``vendor.app_id`` set: only the SP with that appId can be the target.
-    * else ``vendor.publisher_tenant_id`` set: only SPs with the configured display name whose
-      appOwnerOrganizationId is the publisher; more than one is ambiguous.
+    * else ``vendor.publisher_tenant_id`` set: only SPs whose appOwnerOrganizationId is the publisher,
+      narrowed to those with the configured display name when any has it; more than one is ambiguous.
     * else by display name: same-named SPs registered in the tenant itself (appOwnerOrganizationId ==
       tenant id) or that are not application SPs are look-alikes; exactly one remaining is identified
       (with ``SP_NAME_ONLY`` advice), several are ambiguous, none is not found.
@@ -174,7 +178,10 @@ def identify_service_principal(
         method = IdentificationMethod.APP_ID
         why_not = f"its appId is not the pinned vendor.app_id {vendor.app_id}"
     elif vendor.publisher_tenant_id:
-        eligible = [c for c in named if _owner(c) == vendor.publisher_tenant_id.lower()]
+        published = [c for c in unique if _owner(c) == vendor.publisher_tenant_id.strip().lower()]
+        # The publisher's apps with the configured name; when none has it (a blank name, or the vendor
+        # renamed its app), every app of the publisher: one is identified, several are ambiguous.
+        eligible = [c for c in published if c in named] or published
         method = IdentificationMethod.PUBLISHER
         why_not = f"it is not published by the vendor tenant {vendor.publisher_tenant_id}"
     else:
@@ -281,10 +288,40 @@ def _not_found_finding(tenant: str, vendor: VendorSettings, *, lookalikes: int) 
     return Finding(
         FindingCode.SP_NOT_FOUND,
         Severity.INFO,
-        f"No service principal of the vendor app ({', '.join(wanted)}) exists in tenant {tenant}: the USS "
-        f"connection was never made or was removed, so USS does not sync or bill this tenant.{note} "
-        f"If this tenant should be protected by USS, connect it from the USS portal, then re-run.",
+        f"No service principal of the vendor app ({', '.join(wanted) or 'no [vendor] setting'}) exists in "
+        f"tenant {tenant}: the USS connection was never made or was removed, so USS does not sync or bill "
+        f"this tenant.{note} Searched: {describe_vendor_search(vendor)}. If this tenant should be protected "
+        f"by USS, connect it from the USS portal, then re-run.",
     )
+
+
+def vendor_filters(vendor: VendorSettings) -> list[str]:
+    """The `$filter`s the vendor search sends, in order: by pinned appId, by display name, by publisher.
+
+    `appOwnerOrganizationId` supports `$filter` `eq` (Graph docs, resources/serviceprincipal.md), so a
+    config that names only the publisher still finds the vendor's app.
+    """
+    filters = []
+    if vendor.app_id:
+        filters.append(f"appId eq {_odata_string(vendor.app_id)}")
+    if vendor.app_display_name:
+        filters.append(f"displayName eq {_odata_string(vendor.app_display_name)}")
+    if vendor.publisher_tenant_id:
+        filters.append(f"appOwnerOrganizationId eq {_odata_string(vendor.publisher_tenant_id)}")
+    return filters
+
+
+def describe_vendor_search(vendor: VendorSettings) -> str:
+    """The vendor search in words an admin can compare with the config (reports, summary, doctor)."""
+    filters = vendor_filters(vendor)
+    if not filters:
+        return "no vendor search: [vendor] sets no app_id, app_display_name or publisher_tenant_id"
+    return "servicePrincipals where " + " or ".join(filters)
+
+
+def _odata_string(value: str) -> str:
+    """An OData string literal ('' escapes a quote)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 # --- verdict ----------------------------------------------------------------------------------------------
@@ -510,9 +547,10 @@ def _judge_roles(
 
 
 def _group_names(assignments: Sequence[RoleAssignmentRecord], evidence: RoleEvidence) -> str:
-    names = {g.id.lower(): g.display_name for g in evidence.groups}
+    # Without a group read permission the groups are limited-information objects: no name, id only.
+    names = {g.id.lower(): g.display_name for g in evidence.groups if g.display_name}
     ids = sorted({(a.via_group_id or a.principal_id).lower() for a in assignments})
-    return ", ".join(f"{names[i]!r} ({i})" if i in names else i for i in ids)
+    return ", ".join(f"{names[i]!r} ({i})" if i in names else f"group {i}" for i in ids)
 
 
 def _judge_exchange(
@@ -638,11 +676,13 @@ def apply_remediation(result: TenantResult, remediation: Remediation) -> TenantR
 
 def exit_code(results: Iterable[TenantResult]) -> int:
     """Process exit code for a run (DESIGN §3.1): 3 if any tenant is ``error`` (wins over 1), 1 if any is
-    ``non_compliant`` or ``ambiguous``, else 0."""
+    ``non_compliant`` or ``ambiguous``, or when the vendor app was found in none of two or more tenants
+    audited without error (:func:`vendor_found_nowhere`), else 0."""
+    results = list(results)
     statuses = {r.status for r in results}
     if Status.ERROR in statuses:
         return int(ExitCode.TENANT_ERROR)
-    if statuses & {Status.NON_COMPLIANT, Status.AMBIGUOUS}:
+    if statuses & {Status.NON_COMPLIANT, Status.AMBIGUOUS} or vendor_found_nowhere(results):
         return int(ExitCode.GAPS)
     return int(ExitCode.OK)
 

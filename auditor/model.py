@@ -101,7 +101,9 @@ class MailboxPurpose(StrEnum):
     ROOM = "room"
     EQUIPMENT = "equipment"
     OTHER = "other"
-    NO_MAILBOX = "no_mailbox"  # 404 MailboxNotEnabledForRESTAPI: guest, unlicensed, on-premises
+    NO_MAILBOX = "no_mailbox"  # 404 MailboxNotEnabledForRESTAPI: guest, unlicensed, soft-deleted
+    # A synced user's mailbox hosted in on-premises Exchange (hybrid tenant): Graph cannot classify it.
+    ON_PREMISES = "on_premises"
     UNCLASSIFIED = "unclassified"  # could not be classified after retries
 
     @classmethod
@@ -248,11 +250,15 @@ class RoleAssignmentRecord:
 
 @dataclass(frozen=True)
 class GroupRecord:
-    """A group the vendor SP is a (transitive) member of."""
+    """A group the vendor SP is a (transitive) member of.
+
+    Without a group read permission Graph lists groups as limited-information objects (``@odata.type``
+    and ``id`` only): ``display_name`` is then empty and ``is_assignable_to_role`` None (unknown).
+    """
 
     id: str
-    display_name: str
-    is_assignable_to_role: bool = False
+    display_name: str = ""
+    is_assignable_to_role: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -324,7 +330,10 @@ class MailboxCensus:
 
     The shared count is ``len(shared_mailboxes)`` by construction, so the list and the count cannot
     disagree. ``unclassified`` users could not be classified after retries: when it is above zero the
-    shared count is a lower bound (``unclassified_reason`` says why).
+    shared count is a lower bound (``unclassified_reason`` says why). ``on_premises`` users are synced
+    from on-premises AD and their mailbox is hosted in on-premises Exchange (a hybrid tenant): Graph
+    cannot read their purpose, and the vendor cannot see them either, so they are counted apart
+    ("hosted on-premises, not classified"), neither as people nor as failures.
     """
 
     shared_mailboxes: tuple[SharedMailbox, ...] = ()
@@ -335,9 +344,10 @@ class MailboxCensus:
     no_mailbox: int = 0
     unclassified: int = 0
     unclassified_reason: str = ""
+    on_premises: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("user", "room", "equipment", "other", "no_mailbox", "unclassified"):
+        for name in ("user", "room", "equipment", "other", "no_mailbox", "on_premises", "unclassified"):
             if getattr(self, name) < 0:
                 raise ValueError(f"MailboxCensus.{name} must not be negative")
 
@@ -365,6 +375,7 @@ class MailboxCensus:
             MailboxPurpose.EQUIPMENT.value: self.equipment,
             MailboxPurpose.OTHER.value: self.other,
             MailboxPurpose.NO_MAILBOX.value: self.no_mailbox,
+            MailboxPurpose.ON_PREMISES.value: self.on_premises,
             MailboxPurpose.UNCLASSIFIED.value: self.unclassified,
         }
 
@@ -540,6 +551,7 @@ class TenantResult:
                 equipment=int(counts.get("equipment", 0)),
                 other=int(counts.get("other", 0)),
                 no_mailbox=int(counts.get("no_mailbox", 0)),
+                on_premises=int(counts.get("on_premises", 0)),
                 unclassified=int(counts.get("unclassified", 0)),
             )
         sp = data.get("service_principal")
@@ -627,6 +639,8 @@ class RunResult:
     mode: RunMode
     tenants: tuple[TenantResult, ...]
     currency: str = "GBP"
+    # How the vendor app was searched for (collect.describe_vendor_search), named when it was found nowhere.
+    vendor_search: str = ""
 
     def summary(self) -> RunSummary:
         """Fleet totals (counts by status, shared and billed mailboxes, estimated monthly cost)."""
@@ -642,6 +656,7 @@ class RunResult:
                 "finished_at": _iso(self.finished_at),
                 "tool_version": self.tool_version,
                 "mode": self.mode.value,
+                "vendor_search": self.vendor_search,
             },
             "summary": self.summary().to_dict(),
             "tenants": [t.to_dict() for t in self.tenants],
@@ -664,7 +679,31 @@ class RunResult:
             mode=RunMode(run.get("mode", RunMode.AUDIT)),
             tenants=tuple(TenantResult.from_dict(t) for t in data.get("tenants") or ()),
             currency=str((data.get("summary") or {}).get("currency") or "GBP"),
+            vendor_search=str(run.get("vendor_search") or ""),
         )
+
+    @property
+    def vendor_nowhere_notice(self) -> str | None:
+        """The warning every output shows when the vendor app was found in none of two or more tenants
+        audited without error (:func:`vendor_found_nowhere`); None otherwise."""
+        if not vendor_found_nowhere(self.tenants):
+            return None
+        audited = sum(1 for t in self.tenants if t.status is not Status.ERROR)
+        search = self.vendor_search or "the [vendor] settings of the config"
+        return (
+            f"The vendor app was found in none of the {audited} tenants audited (search: {search}). A vendor "
+            f"setting that matches nothing is far likelier than a fleet that never connected USS: check "
+            f"app_id, publisher_tenant_id and app_display_name under [vendor] in the config against the "
+            f"USS AzureAD enterprise app of one connected tenant, then run `auditor doctor`."
+        )
+
+
+def vendor_found_nowhere(tenants: Iterable[TenantResult]) -> bool:
+    """True when two or more tenants were audited without error and the vendor app is in none of them
+    (all ``not_connected``): far likelier a wrong [vendor] setting than a fleet that never connected USS
+    (DESIGN §3.1: exit code 1)."""
+    judged = [t.status for t in tenants if t.status is not Status.ERROR]
+    return len(judged) >= 2 and all(status is Status.NOT_CONNECTED for status in judged)
 
 
 def error_result(

@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 _EXIT_MEANINGS: Final = {
     ExitCode.OK: "every audited tenant is compliant, remediated or not connected",
-    ExitCode.GAPS: "at least one tenant still has a gap (non_compliant or ambiguous)",
+    ExitCode.GAPS: "at least one tenant still has a gap (non_compliant or ambiguous), or the vendor app "
+    "was found in none of the tenants",
     ExitCode.USAGE: "usage or configuration error: nothing was audited",
     ExitCode.TENANT_ERROR: "at least one tenant could not be audited",
     ExitCode.REPORTS_FAILED: "the tenants were audited (and recorded) but the reports could not be written; "

@@ -218,6 +218,8 @@ def print_summary(run: RunResult, stream: TextIO | None = None, *, max_rows: int
         errors = _error_lines(run.tenants)
         if errors:
             stream.write("\n".join(["", "Could not audit:", *errors]) + "\n")
+        if run.vendor_nowhere_notice:
+            stream.write(f"\nWARNING: {run.vendor_nowhere_notice}\n")
     else:
         stream.write(summary_text(run, max_rows=max_rows))
     stream.flush()
@@ -250,6 +252,8 @@ def summary_text(run: RunResult, *, max_rows: int = SUMMARY_MAX_ROWS) -> str:
     errors = _error_lines(run.tenants)
     if errors:
         out += ["", "Could not audit:", *errors]
+    if run.vendor_nowhere_notice:
+        out += ["", f"WARNING: {run.vendor_nowhere_notice}"]
     return "\n".join(out) + "\n"
 
 

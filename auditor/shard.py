@@ -335,6 +335,7 @@ def merge_parts(
         mode=first.run.mode,
         tenants=tuple(results[tenant_id.lower()] for tenant_id in first.manifest.tenant_ids),
         currency=first.run.currency,
+        vendor_search=first.run.vendor_search,
     )
 
 

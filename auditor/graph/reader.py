@@ -64,6 +64,14 @@ class RetryPolicy:
         return float(min(self.max_delay, self.base_delay * 2**attempt)) + random.uniform(0, 0.25)
 
 
+# A hybrid tenant's mailbox hosted in on-premises Exchange answers with one of these (graph-api-notes,
+# "Fidelity review"): 404 MailboxNotEnabledForRESTAPI / MailboxNotHostedInExchangeOnline
+# (microsoft-graph-docs-contrib#6519), or 403 ErrorAccessDenied "... REST APIs for this mailbox are
+# currently in preview ..." (microsoft-graph-explorer-v4#1478).
+NOT_IN_EXCHANGE_ONLINE_CODES = frozenset({"mailboxnotenabledforrestapi", "mailboxnothostedinexchangeonline"})
+REST_PREVIEW_MARKER = "rest apis for this mailbox are currently in preview"
+
+
 @dataclass(frozen=True)
 class MailboxAnswer:
     """What Graph said about one user's mailbox."""
@@ -72,6 +80,42 @@ class MailboxAnswer:
     no_mailbox: bool = False  # 404 MailboxNotEnabledForRESTAPI (or the user vanished)
     failure: str | None = None  # why it could not be classified (after retries)
     status: int = 200
+    code: str | None = None  # the error code Graph gave, when it gave one
+    # The answer is one a mailbox hosted in on-premises Exchange gives (404 MailboxNotEnabledForRESTAPI /
+    # MailboxNotHostedInExchangeOnline, or 403 "REST APIs for this mailbox are currently in preview").
+    # Whether the user really is on-premises is decided with onPremisesSyncEnabled (collect.census_from).
+    hybrid_kind: bool = False
+
+
+def classify_mailbox_item(status: int, body: dict[str, Any]) -> MailboxAnswer | None:
+    """A final answer for one `GET /users/{id}/mailboxSettings/userPurpose` item, or None when the
+    status is transient (429/5xx: the caller retries it)."""
+    raw_error = body.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
+    code = str(error.get("code") or "") or None
+    message = str(error.get("message") or "")
+    if status == 200:
+        purpose = body.get("value")
+        if purpose is None:  # the whole mailboxSettings object, should a server send it
+            purpose = body.get("userPurpose")
+        if isinstance(purpose, dict):  # an old documented shape: {"userPurpose": {"value": "user"}}
+            purpose = purpose.get("value")
+        return MailboxAnswer(purpose=str(purpose) if purpose else "unknown")
+    if status == 404:
+        # MailboxNotEnabledForRESTAPI: no Exchange Online mailbox (or hosted on-premises); ErrorInvalidUser:
+        # gone since the user list was read. Neither is billed as a shared mailbox.
+        hybrid = (code or "").casefold() in NOT_IN_EXCHANGE_ONLINE_CODES
+        return MailboxAnswer(purpose=None, no_mailbox=True, status=404, code=code, hybrid_kind=hybrid)
+    if status in TRANSIENT_STATUSES:
+        return None
+    hybrid = status == 403 and REST_PREVIEW_MARKER in message.casefold()
+    return MailboxAnswer(
+        purpose=None,
+        failure=f"{status} {code or ''}".strip(),
+        status=status,
+        code=code,
+        hybrid_kind=hybrid,
+    )
 
 
 class GraphReader:
@@ -258,14 +302,18 @@ class GraphReader:
         builder = self.client.role_management.directory.role_assignment_schedule_instances
         params = RoleAssignmentScheduleInstancesRequestBuilder.RoleAssignmentScheduleInstancesRequestBuilderGetQueryParameters
         return await self.get_all(
-            self.builder_request(builder, params(filter=odata_filter)), "RoleManagement.Read.Directory"
+            self.builder_request(builder, params(filter=odata_filter)),
+            "RoleManagement.Read.Directory (or RoleAssignmentSchedule.Read.Directory; Directory.Read.All "
+            "does not cover PIM)",
         )
 
     async def role_eligibility_instances(self, odata_filter: str) -> list[dict[str, Any]]:
         builder = self.client.role_management.directory.role_eligibility_schedule_instances
         params = RoleEligibilityScheduleInstancesRequestBuilder.RoleEligibilityScheduleInstancesRequestBuilderGetQueryParameters
         return await self.get_all(
-            self.builder_request(builder, params(filter=odata_filter)), "RoleManagement.Read.Directory"
+            self.builder_request(builder, params(filter=odata_filter)),
+            "RoleManagement.Read.Directory (or RoleEligibilitySchedule.Read.Directory; Directory.Read.All "
+            "does not cover PIM)",
         )
 
     async def transitive_member_of(self, sp_id: str) -> list[dict[str, Any]]:
@@ -313,7 +361,7 @@ class GraphReader:
 
         async def run_chunk(chunk: list[str]) -> None:
             items = [
-                {"id": str(i), "method": "GET", "url": f"/users/{uid}/mailboxSettings?$select=userPurpose"}
+                {"id": str(i), "method": "GET", "url": f"/users/{uid}/mailboxSettings/userPurpose"}
                 for i, uid in enumerate(chunk)
             ]
             async with slots:
@@ -329,27 +377,15 @@ class GraphReader:
                 status = int(item.get("status", 0))
                 raw_body = item.get("body")
                 body: dict[str, Any] = raw_body if isinstance(raw_body, dict) else {}
-                code = (body.get("error") or {}).get("code")
-                if status == 200:
-                    purpose = body.get("userPurpose")
-                    if isinstance(purpose, dict):  # an old documented shape: {"value": "user"}
-                        purpose = purpose.get("value")
-                    answers[uid] = MailboxAnswer(purpose=str(purpose) if purpose else "unknown")
-                    del pending[uid]
-                elif status == 404:
-                    # MailboxNotEnabledForRESTAPI: no Exchange Online mailbox; ErrorInvalidUser: gone since
-                    # the user list was read. Neither is billed as a shared mailbox.
-                    answers[uid] = MailboxAnswer(purpose=None, no_mailbox=True, status=404)
-                    del pending[uid]
-                elif status in TRANSIENT_STATUSES:
+                answer = classify_mailbox_item(status, body)
+                if answer is None:
+                    code = (body.get("error") or {}).get("code")
                     delay = retry_after_seconds(item.get("headers") or {})
                     self._requeue_or_fail(
                         uid, attempts, delay, f"{status} {code or ''}".strip(), pending, answers
                     )
                 else:
-                    answers[uid] = MailboxAnswer(
-                        purpose=None, failure=f"{status} {code or ''}".strip(), status=status
-                    )
+                    answers[uid] = answer
                     del pending[uid]
 
         while pending:

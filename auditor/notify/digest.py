@@ -103,6 +103,11 @@ def digest_run(
     )
     changes = status_changes(run, previous)
     listed_changes = None if changes is None else tuple(changes[:max_listed])
+    rows = [_row(t) for t in attention[:max_listed]]
+    notice = run.vendor_nowhere_notice
+    if notice:
+        # Not one tenant's problem but the config's: listed first, in every channel, naming the search.
+        rows.insert(0, _fleet_row(run, notice))
     return RunDigest(
         run_id=run.run_id,
         mode=run.mode.value,
@@ -110,7 +115,7 @@ def digest_run(
         started_at=run.started_at.isoformat(timespec="seconds"),
         finished_at=run.finished_at.isoformat(timespec="seconds"),
         headline=_headline(run, len(attention)),
-        needs_attention=bool(attention),
+        needs_attention=bool(attention) or notice is not None,
         tenants=summary.tenants,
         counts=counts,
         shared_mailboxes=summary.shared_mailboxes,
@@ -118,7 +123,7 @@ def digest_run(
         monthly_cost=summary.estimated_monthly_cost,
         currency=summary.currency,
         unknown_cost_tenants=summary.tenants_with_unknown_cost,
-        attention=tuple(_row(t) for t in attention[:max_listed]),
+        attention=tuple(rows),
         attention_not_listed=max(0, len(attention) - max_listed),
         changes=listed_changes,
         changes_not_listed=0 if changes is None else max(0, len(changes) - max_listed),
@@ -130,6 +135,9 @@ def _headline(run: RunResult, attention: int) -> str:
     total = len(run.tenants)
     if not total:
         return "no tenants were audited"
+    if run.vendor_nowhere_notice:
+        audited = sum(1 for t in run.tenants if t.status is not Status.ERROR)
+        return f"the vendor app was found in none of {audited} tenants: check [vendor] in the config"
     if not attention:
         return f"all {total} tenant(s) OK"
     statuses = [
@@ -138,6 +146,20 @@ def _headline(run: RunResult, attention: int) -> str:
         if (n := sum(1 for t in run.tenants if t.status is status))
     ]
     return f"{attention} of {total} tenant(s) need attention ({', '.join(statuses)})"
+
+
+def _fleet_row(run: RunResult, notice: str) -> AttentionRow:
+    audited = sum(1 for t in run.tenants if t.status is not Status.ERROR)
+    return AttentionRow(
+        name=f"All {audited} tenants audited",
+        tenant_id="",
+        # short() shows name, status and codes only (Slack): the search is named there too.
+        status=f"vendor app not found (search: {run.vendor_search or 'see [vendor] in the config'})",
+        codes="SP_NOT_FOUND",
+        detail=notice,
+        billed=None,
+        monthly_cost=None,
+    )
 
 
 def _row(result: TenantResult) -> AttentionRow:

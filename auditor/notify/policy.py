@@ -66,6 +66,8 @@ def decide(policy: Policy, run: RunResult, previous: Mapping[str, str] | None) -
         attention = sum(1 for t in run.tenants if t.status in ATTENTION_STATUSES)
         if attention:
             return Decision(True, f"{attention} tenant(s) have a gap or could not be audited")
+        if run.vendor_nowhere_notice:
+            return Decision(True, "the vendor app was found in none of the tenants")
         return Decision(False, "no tenant has a gap or an error")
     changes = status_changes(run, previous)
     if changes is None:

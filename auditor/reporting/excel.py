@@ -166,6 +166,11 @@ def _summary_sheet(sheet: Worksheet, run: RunResult, history: Sequence[rows.Figu
     title = sheet.cell(row=1, column=1)
     _put_text(title, "USS AzureAD audit: permissions and shared-mailbox billing")
     title.font = _TITLE_FONT
+    if run.vendor_nowhere_notice:
+        # Row 2 is free above the figures: the one warning that concerns the config, not a tenant.
+        warning = sheet.cell(row=2, column=1)
+        _put_text(warning, f"WARNING: {run.vendor_nowhere_notice}")
+        warning.font = Font(bold=True, color="B3261E")
 
     figures = (*rows.run_figures(run), *history)
     header_row = 3

@@ -344,6 +344,9 @@ def _highest_severity(findings: Iterable[Finding]) -> Severity | None:
     return min(severities, key=lambda s: s.rank) if severities else None
 
 
+# How the census count `on_premises` is shown (hybrid tenants: mailboxes Graph cannot classify).
+ON_PREMISES_LABEL: Final = "Mailboxes hosted on-premises, not classified"
+
 TENANT_COLUMNS: Final = (
     Column("name", "Tenant", overview=True),
     Column("tenant_id", "Tenant ID"),
@@ -353,6 +356,7 @@ TENANT_COLUMNS: Final = (
     Column("price_per_mailbox", "Price per mailbox", ColumnKind.MONEY),
     Column("currency", "Currency"),
     Column("shared_mailboxes", "Shared mailboxes found", ColumnKind.COUNT),
+    Column("on_premises_mailboxes", ON_PREMISES_LABEL, ColumnKind.COUNT),
     Column("findings", "Findings", ColumnKind.COUNT, overview=True),
     Column("highest_severity", "Highest severity", overview=True),
     Column("finding_codes", "Finding codes", wide=True),
@@ -393,6 +397,7 @@ def tenant_rows(run: RunResult, insights: Insights = None) -> Table:
             "price_per_mailbox": tenant.billing.price_per_mailbox,
             "currency": tenant.billing.currency,
             "shared_mailboxes": tenant.mailboxes.shared if tenant.mailboxes is not None else None,
+            "on_premises_mailboxes": tenant.mailboxes.on_premises if tenant.mailboxes is not None else None,
             "findings": len(tenant.findings),
             "highest_severity": severity.value if severity is not None else "",
             "finding_codes": codes,
@@ -601,7 +606,9 @@ def run_figures(run: RunResult) -> tuple[Figure, ...]:
     summary = run.summary()
     unknown = summary.tenants_with_unknown_cost
     cost_note = f"at least: the cost of {unknown} tenant(s) is unknown (errors, ambiguous)" if unknown else ""
+    notice = run.vendor_nowhere_notice
     return (
+        *((Figure("run.vendor_not_found", "WARNING: vendor app found nowhere", notice),) if notice else ()),
         Figure("run.id", "Run ID", run.run_id),
         Figure("run.started_at", "Started (UTC)", run.started_at, ColumnKind.DATETIME),
         Figure("run.finished_at", "Finished (UTC)", run.finished_at, ColumnKind.DATETIME),
@@ -829,7 +836,12 @@ def tenant_checks(tenant: TenantResult) -> tuple[Check, ...]:
             Check(
                 "Mailbox census",
                 CheckOutcome.WARNING if census_findings else CheckOutcome.OK,
-                f"{census.total_users:,} users classified: {census.shared:,} shared mailbox(es)"
+                f"{census.total_users:,} users examined: {census.shared:,} shared mailbox(es)"
+                + (
+                    f"; {census.on_premises:,} mailbox(es) hosted on-premises, not classified"
+                    if census.on_premises
+                    else ""
+                )
                 + (
                     f"; {census.unclassified:,} could not be classified (a lower bound)."
                     if incomplete

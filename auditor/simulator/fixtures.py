@@ -16,6 +16,7 @@ from typing import Any
 from .faults import FaultProfile
 from .world import (
     EXCHANGE_APP_ROLES,
+    ON_PREMISES_ANSWERS,
     PERMISSION_PROFILES,
     ROLE_TEMPLATES,
     SECURITY_READER,
@@ -357,6 +358,7 @@ _USER_KEYS = {
     "no_mailbox",
     "shared_signin_enabled",
     "shared_licensed",
+    "on_premises",
     "list",
 }
 
@@ -380,8 +382,16 @@ def _users(where: str, spec: dict[str, Any], tenant: TenantState) -> UserDirecto
                 "id",
                 "user_type",
                 "mailbox_access_denied",
+                "synced",
+                "mailbox_on_premises",
             },
         )
+        on_premises = user.get("mailbox_on_premises")
+        if on_premises is not None and on_premises not in ON_PREMISES_ANSWERS:
+            raise FixtureError(
+                f"{user_where}.mailbox_on_premises: '{on_premises}' is not one of "
+                f"{', '.join(ON_PREMISES_ANSWERS)}"
+            )
         key = user.get("key") or user.get("upn") or str(index)
         purpose = user.get("purpose", "user")
         if purpose not in ("user", "shared", "room", "equipment", "linked", "others", "none"):
@@ -398,6 +408,9 @@ def _users(where: str, spec: dict[str, Any], tenant: TenantState) -> UserDirecto
                 user_type=user.get("user_type", "Member"),
                 purpose=None if purpose == "none" else purpose,
                 mailbox_access_denied=bool(user.get("mailbox_access_denied", False)),
+                # A mailbox hosted on-premises belongs to a synced user unless the fixture says otherwise.
+                synced=bool(user.get("synced", on_premises is not None)),
+                mailbox_on_premises=on_premises,
             )
         )
     synthetic = None
@@ -413,6 +426,7 @@ def _users(where: str, spec: dict[str, Any], tenant: TenantState) -> UserDirecto
                 no_mailbox=int(spec.get("no_mailbox", 0)),
                 shared_signin_enabled=int(spec.get("shared_signin_enabled", 0)),
                 shared_licensed=int(spec.get("shared_licensed", 0)),
+                on_premises=int(spec.get("on_premises", 0)),
             )
         except ValueError as exc:
             raise FixtureError(f"{where}: {exc}") from exc

@@ -69,7 +69,14 @@ SITUATIONS: dict[str, dict[str, Any]] = {
         "app_roles": [{"principal": "uss", "role": "Exchange.ManageAsApp"}],
     },
     "not_consented": {"consent": {}},
+    # A hybrid tenant: a share of the mailbox users are synced and hosted in on-premises Exchange
+    # (fleet_fixture sets users.on_premises; see world.ON_PREMISES_ANSWERS for how Graph answers).
+    "hybrid": {
+        "roles": [{"principal": "uss"}],
+        "app_roles": [{"principal": "uss", "role": "Exchange.ManageAsApp"}],
+    },
 }
+HYBRID_ON_PREMISES_SHARE = 0.3  # of all users, in a "hybrid" tenant
 
 DEFAULT_MIX = {
     "compliant": 0.6,
@@ -143,6 +150,9 @@ def fleet_fixture(spec: FleetSpec, mix: Mapping[str, float] | None = None) -> di
             },
         }
         tenant.update({k: v for k, v in SITUATIONS[situation].items()})
+        if situation == "hybrid":
+            spare = spec.users - shared - room - equipment - no_mailbox
+            tenant["users"]["on_premises"] = max(0, min(spare, round(spec.users * HYBRID_ON_PREMISES_SHARE)))
         tenants.append(tenant)
     return {
         "vendor": dict(DEFAULT_VENDOR),

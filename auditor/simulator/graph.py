@@ -55,15 +55,19 @@ ROUTE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         *sorted(_READ_ROLES - {"RoleManagement.Read.Directory"}),
     ),
     "roleAssignments.create": ("RoleManagement.ReadWrite.Directory",),
+    # PIM: Directory.Read.All is not among them (rbacapplication-list-roleassignmentscheduleinstances:
+    # least RoleAssignmentSchedule.Read.Directory; higher RoleAssignmentSchedule.ReadWrite.Directory,
+    # RoleManagement.Read.All, RoleManagement.Read.Directory, RoleManagement.ReadWrite.Directory; the
+    # eligibility list likewise with RoleEligibilitySchedule.*).
     "roleAssignmentScheduleInstances": (
         "RoleAssignmentSchedule.Read.Directory",
         "RoleAssignmentSchedule.ReadWrite.Directory",
-        *sorted(_READ_ROLES),
+        *sorted(_READ_ROLES - _READ_DIRECTORY),
     ),
     "roleEligibilityScheduleInstances": (
         "RoleEligibilitySchedule.Read.Directory",
         "RoleEligibilitySchedule.ReadWrite.Directory",
-        *sorted(_READ_ROLES),
+        *sorted(_READ_ROLES - _READ_DIRECTORY),
     ),
     "directoryRoles": (
         "RoleManagement.Read.Directory",
@@ -73,6 +77,17 @@ ROUTE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "mailboxSettings": ("MailboxSettings.Read", "MailboxSettings.ReadWrite"),
 }
 MAILBOX_ROUTES = {"mailboxSettings.get", "mailboxSettings.userPurpose"}
+# Permissions that let an app read groups; without one, transitiveMemberOf lists groups as
+# limited-information objects (serviceprincipal-list-transitivememberof.md, "limited information").
+GROUP_READ_PERMISSIONS = frozenset(
+    {
+        "GroupMember.Read.All",
+        "Group.Read.All",
+        "Group.ReadWrite.All",
+        "GroupMember.ReadWrite.All",
+        *_READ_DIRECTORY,
+    }
+)
 
 
 def permission_group(route: str) -> str:
@@ -162,10 +177,13 @@ _ROLE_ASSIGNMENT_SPEC = FilterSpec(
     },
     directory_object=False,
 )
+# The schedule instances document `$filter (eq, ne)` for these properties
+# (resources/unifiedroleassignmentscheduleinstance.md, unifiedroleeligibilityscheduleinstance.md): `in`
+# is refused with 400 like any unsupported filter.
 _SCHEDULE_SPEC = FilterSpec(
     "microsoft.graph.unifiedRoleScheduleInstanceBase",
     {
-        name: rule("eq ne in null")
+        name: rule("eq ne null")
         for name in (
             "principalId",
             "roleDefinitionId",
@@ -206,7 +224,14 @@ _USER_DEFAULT = (
     "surname",
     "userPrincipalName",
 )
-_USER_SELECTABLE = (*_USER_DEFAULT, "accountEnabled", "userType", "assignedLicenses", "mailboxSettings")
+_USER_SELECTABLE = (
+    *_USER_DEFAULT,
+    "accountEnabled",
+    "userType",
+    "assignedLicenses",
+    "onPremisesSyncEnabled",
+    "mailboxSettings",
+)
 _KNOWN_OPTIONS = {
     "$filter",
     "$select",
@@ -994,6 +1019,10 @@ class GraphService:
             for a in self._active(call.tenant)
             if a["principalId"].lower() in principals and a["directoryScopeId"] == "/"
         }
+        # An object type the app cannot read comes back as a limited-information object: @odata.type and
+        # id, every other property null (serviceprincipal-list-transitivememberof.md).
+        reads_groups = not call.token.roles.isdisjoint(GROUP_READ_PERMISSIONS)
+        reads_roles = not call.token.roles.isdisjoint(ROUTE_PERMISSIONS["directoryRoles"])
         items: list[dict[str, Any]] = [
             {
                 "@odata.type": "#microsoft.graph.group",
@@ -1004,12 +1033,17 @@ class GraphService:
                 "mailEnabled": False,
                 "groupTypes": [],
             }
+            if reads_groups
+            else _limited("#microsoft.graph.group", g["id"], _GROUP_PROPERTIES)
             for g in groups
         ]
-        items += [
-            self._directory_role_obj(call.tenant, rid) | {"@odata.type": "#microsoft.graph.directoryRole"}
-            for rid in sorted(role_ids)
-        ]
+        for rid in sorted(role_ids):
+            role = self._directory_role_obj(call.tenant, rid)
+            items.append(
+                role | {"@odata.type": "#microsoft.graph.directoryRole"}
+                if reads_roles
+                else _limited("#microsoft.graph.directoryRole", role["id"], role)
+            )
         return self.collection(call, items, "directoryObjects", supports=("$select", "$top", "$count"))
 
     def ra_list(self, call: Call) -> Reply:
@@ -1326,6 +1360,25 @@ class GraphService:
         record = call.tenant.users.find(key)
         if record is None:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{key}' is invalid.")
+        if record.mailbox_on_premises is not None:
+            # A hybrid tenant's mailbox hosted in on-premises Exchange (world.ON_PREMISES_ANSWERS).
+            if record.mailbox_on_premises == "preview":
+                raise GraphError(
+                    403,
+                    "ErrorAccessDenied",
+                    "Access is denied. Check credentials and try again. REST APIs for this mailbox are "
+                    "currently in preview. You can find more information about the preview REST APIs at "
+                    "https://dev.outlook.com/.",
+                )
+            if record.mailbox_on_premises == "not_hosted":
+                raise GraphError(
+                    404,
+                    "MailboxNotHostedInExchangeOnline",
+                    "The mailbox is not hosted in Exchange Online.",
+                )
+            raise GraphError(
+                404, "MailboxNotEnabledForRESTAPI", "REST API is not yet supported for this mailbox."
+            )
         if record.purpose is None:
             raise GraphError(
                 404, "MailboxNotEnabledForRESTAPI", "REST API is not yet supported for this mailbox."
@@ -1352,17 +1405,20 @@ class GraphService:
             },
         }
         assert record.purpose in MAILBOX_PURPOSES
-        select = [s.strip() for s in call.query.get("$select", "").split(",") if s.strip()]
-        unknown = [s for s in select if s not in settings]
-        if unknown:
+        if "$select" in call.query:
+            # `$select` on mailboxSettings is not documented (api/user-get-mailboxsettings.md documents
+            # /mailboxSettings and /mailboxSettings/{property}); in the field it is ignored and the whole
+            # object comes back (msgraph-sdk-dotnet#2511), and it has broken before (docs-contrib#1658).
+            # The simulator refuses it so nothing comes to depend on it.
             raise GraphError(
                 400,
                 "RequestBroker--ParseUri",
-                f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.mailboxSettings'.",
+                "The query option '$select' is not supported on mailboxSettings: read one setting at "
+                "/users/{id}/mailboxSettings/{setting}, e.g. /mailboxSettings/userPurpose.",
             )
         body = {
             "@odata.context": f"{call.base_url}/$metadata#users('{record.id}')/mailboxSettings",
-            **self._project(settings, select or None, None),
+            **settings,
         }
         return Reply(200, body)
 
@@ -1370,6 +1426,16 @@ class GraphService:
         record = self._mailbox_user(call, user)
         context = f"{call.base_url}/$metadata#users('{record.id}')/mailboxSettings/userPurpose"
         return Reply(200, {"@odata.context": context, "value": record.purpose})
+
+
+_GROUP_PROPERTIES = ("displayName", "isAssignableToRole", "securityEnabled", "mailEnabled", "groupTypes")
+
+
+def _limited(odata_type: str, object_id: str, properties: Iterable[str]) -> dict[str, Any]:
+    """A limited-information directory object: its type and id, every other property null."""
+    return {"@odata.type": odata_type, "id": object_id} | {
+        name: None for name in properties if name not in ("id", "@odata.type")
+    }
 
 
 def _parse_query(raw: str) -> list[tuple[str, str]]:

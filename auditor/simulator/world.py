@@ -49,6 +49,12 @@ PERMISSION_PROFILES = {"audit": AUDIT_PERMISSIONS, "remediation": REMEDIATION_PE
 
 MAILBOX_PURPOSES = ("user", "shared", "room", "equipment", "linked", "others")
 
+# How Graph answers for a mailbox hosted in on-premises Exchange (graph-api-notes "Fidelity review"):
+# 404 MailboxNotEnabledForRESTAPI (microsoft-graph-docs-contrib#6519, hybrid on-premises mailboxes),
+# 404 MailboxNotHostedInExchangeOnline, or 403 ErrorAccessDenied "... REST APIs for this mailbox are
+# currently in preview ..." (microsoft-graph-explorer-v4#1478).
+ON_PREMISES_ANSWERS = ("not_enabled", "not_hosted", "preview")
+
 
 def stable_id(*parts: str) -> str:
     """A GUID derived from names, so fixtures can say `principal = "uss"` and get the same id every run."""
@@ -97,6 +103,11 @@ class UserRecord:
     purpose: str | None = "user"
     # An Exchange application access policy that excludes this mailbox: mailbox routes answer 403.
     mailbox_access_denied: bool = False
+    # Synced from on-premises AD (onPremisesSyncEnabled true; null for cloud-only users).
+    synced: bool = False
+    # A hybrid tenant's mailbox hosted in on-premises Exchange, and how Graph answers for it: one of
+    # ON_PREMISES_ANSWERS. None: hosted in Exchange Online (or no mailbox).
+    mailbox_on_premises: str | None = None
 
     def to_graph(self) -> dict[str, Any]:
         first, _, last = self.display_name.partition(" ")
@@ -114,6 +125,7 @@ class UserRecord:
             "userPrincipalName": self.user_principal_name,
             "accountEnabled": self.account_enabled,
             "userType": self.user_type,
+            "onPremisesSyncEnabled": True if self.synced else None,
             "assignedLicenses": (
                 [{"disabledPlans": [], "skuId": "c7df2760-2c81-4ef7-b578-5b5392b571df"}]
                 if self.licensed
@@ -154,9 +166,11 @@ class SyntheticUsers:
     no_mailbox: int = 0
     shared_signin_enabled: int = 0
     shared_licensed: int = 0
+    # Users synced from on-premises whose mailbox is hosted in on-premises Exchange (a hybrid tenant).
+    on_premises: int = 0
 
     def __post_init__(self) -> None:
-        if self.shared + self.room + self.equipment + self.no_mailbox > self.count:
+        if self.shared + self.room + self.equipment + self.no_mailbox + self.on_premises > self.count:
             raise ValueError("synthetic users: more special mailboxes than users")
 
     @cached_property
@@ -203,6 +217,7 @@ class SyntheticUsers:
         last = _LAST[(rank // len(_FIRST)) % len(_LAST)]
         local = f"{first.lower()}.{last.lower()}{rank:05d}"
         no_mailbox = rank < bounds + self.no_mailbox
+        on_premises = not no_mailbox and rank < bounds + self.no_mailbox + self.on_premises
         return UserRecord(
             id=uid,
             display_name=f"{first} {last}",
@@ -211,6 +226,8 @@ class SyntheticUsers:
             account_enabled=True,
             licensed=not no_mailbox,
             purpose=None if no_mailbox else "user",
+            synced=on_premises,
+            mailbox_on_premises=ON_PREMISES_ANSWERS[rank % len(ON_PREMISES_ANSWERS)] if on_premises else None,
         )
 
     def index_of(self, key: str) -> int | None:

@@ -112,9 +112,42 @@ async def doctor(tmp_path: Path, probe: FakeProbe, **tenant: Any) -> dict[str, A
     [
         (AUDIT_PERMISSIONS, [], {}),
         (
+            # Directory.Read.All does not cover the PIM reads (issue 10, case 2)
             ("Directory.Read.All", "MailboxSettings.Read"),
+            ["RoleManagement.Read.Directory"],
+            {
+                p: "Directory.Read.All"
+                for p in AUDIT_PERMISSIONS
+                if p not in ("MailboxSettings.Read", "RoleManagement.Read.Directory")
+            },
+        ),
+        (
+            (
+                "Directory.Read.All",
+                "MailboxSettings.Read",
+                "RoleAssignmentSchedule.Read.Directory",
+                "RoleEligibilitySchedule.Read.Directory",
+            ),
             [],
-            {p: "Directory.Read.All" for p in AUDIT_PERMISSIONS if p != "MailboxSettings.Read"},
+            {
+                **{p: "Directory.Read.All" for p in AUDIT_PERMISSIONS if p != "MailboxSettings.Read"},
+                "RoleManagement.Read.Directory": "Directory.Read.All + RoleAssignmentSchedule.Read.Directory "
+                "+ RoleEligibilitySchedule.Read.Directory",
+            },
+        ),
+        (
+            ("Directory.Read.All", "MailboxSettings.Read", "RoleAssignmentSchedule.Read.Directory"),
+            ["RoleManagement.Read.Directory"],
+            {
+                p: "Directory.Read.All"
+                for p in AUDIT_PERMISSIONS
+                if p not in ("MailboxSettings.Read", "RoleManagement.Read.Directory")
+            },
+        ),
+        (
+            ("Application.Read.All", "RoleManagement.Read.All", "User.Read.All", "MailboxSettings.Read"),
+            ["Organization.Read.All"],
+            {"RoleManagement.Read.Directory": "RoleManagement.Read.All"},
         ),
         (
             ("Application.Read.All", "User.Read.All", "MailboxSettings.ReadWrite", "Organization.Read.All"),

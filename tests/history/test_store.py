@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,16 @@ def test_free_text_is_redacted_on_the_way_in(store: HistoryStore, db: Path) -> N
     dump = "\n".join(str(row) for table in TABLES for row in raw(db).execute(f"SELECT * FROM {table}"))  # noqa: S608
     assert "Sup3rS3cret!" not in dump and "hunter2" not in dump
     assert "[redacted]" in dump
+
+
+def test_the_on_premises_mailbox_count_is_kept(store: HistoryStore, db: Path) -> None:
+    # issue 10, case 4: a hybrid tenant's mailboxes hosted on-premises are a count of their own
+    hybrid = tenant(CONTOSO, Status.COMPLIANT)
+    assert hybrid.mailboxes is not None
+    hybrid = replace(hybrid, mailboxes=replace(hybrid.mailboxes, on_premises=7))
+    store.record(run(T0, hybrid, run_id="run-hybrid"), [])
+    with raw(db) as conn:
+        (counts,) = conn.execute(
+            "SELECT mailbox_counts_json FROM tenant_results WHERE tenant_id = ?", (CONTOSO,)
+        ).fetchone()
+    assert json.loads(counts)["on_premises"] == 7

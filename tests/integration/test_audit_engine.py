@@ -44,6 +44,8 @@ EXPECTED: dict[str, tuple[Status, set[F], int | None]] = {
     "relecloud": (Status.ERROR, set(), None),
     "lucerne": (Status.NON_COMPLIANT, {F.ROLE_MISSING, F.PIM_UNAVAILABLE}, 64),
     "trey": (Status.COMPLIANT, {F.MAILBOX_SCAN_INCOMPLETE}, 0),
+    "wingtip": (Status.COMPLIANT, {F.ROLE_VIA_GROUP}, 0),
+    "humongous": (Status.NON_COMPLIANT, {F.ROLE_MISSING}, 5),
     "bellows": (Status.ERROR, set(), None),
 }
 KEY_BY_ID = {tenant_id: key for key, tenant_id in DEMO_TENANTS.items()}
@@ -142,35 +144,41 @@ def expected_requests(
     users: int,
     mailboxes: int,
     *,
-    groups: bool,
+    groups: int,
     p2: bool,
     exchange_roles: bool,
     identified: bool = True,
     pinned: bool = False,
+    publisher: bool = True,
 ) -> int:
-    """README "How it works": top-level Graph requests for one tenant (batch items not counted)."""
-    base = 2 + (1 if pinned else 0) + math.ceil(users / 999) + math.ceil(mailboxes / 20)
+    """README "Graph requests per tenant": top-level Graph requests for one tenant (batch items not
+    counted). The demo config names the publisher: the search asks by display name and by publisher."""
+    search = 1 + (1 if publisher else 0) + (1 if pinned else 0)
+    base = 1 + search + math.ceil(users / 999) + math.ceil(mailboxes / 20)
     if not identified:
         return base
-    return base + 2 + (1 if groups else 0) + (2 if p2 else 1) + 1 + (1 if exchange_roles else 0)
+    role_assignments = math.ceil((1 + groups) / 15)
+    return base + 1 + role_assignments + (2 if p2 else 1) + 1 + (1 if exchange_roles else 0)
 
 
 @pytest.mark.parametrize(
     ("key", "groups", "p2", "exchange_roles", "identified"),
     [
-        ("contoso", False, True, True, True),
-        ("woodgrove", True, True, True, True),
-        ("alpine", False, True, False, True),
-        ("lucerne", False, False, True, True),
-        ("margies", False, True, False, False),
-        ("proseware", False, True, False, False),
+        ("contoso", 0, True, True, True),
+        ("woodgrove", 1, True, True, True),
+        ("wingtip", 2, True, True, True),
+        ("alpine", 0, True, False, True),
+        ("lucerne", 0, False, True, True),
+        ("margies", 0, True, False, False),
+        ("proseware", 0, True, False, False),
+        ("humongous", 0, True, True, True),
     ],
 )
 async def test_request_count_follows_the_readme_formula(
     config: AuditConfig,
     sim_env: GraphSimulator,
     key: str,
-    groups: bool,
+    groups: int,
     p2: bool,
     exchange_roles: bool,
     identified: bool,
@@ -189,7 +197,8 @@ async def test_request_count_follows_the_readme_formula(
     assert len(top_level) == expected_requests(
         users, mailboxes, groups=groups, p2=p2, exchange_roles=exchange_roles, identified=identified
     )
-    assert sim_env.count(route="mailboxSettings.get", tenant=tenant_id) == mailboxes
+    assert sim_env.count(route="mailboxSettings.userPurpose", tenant=tenant_id) == mailboxes
+    assert sim_env.count(route="mailboxSettings.get", tenant=tenant_id) == 0
     assert sim_env.count(route="identity.token", tenant=tenant_id) == 1
 
 

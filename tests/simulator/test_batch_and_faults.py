@@ -41,7 +41,7 @@ def users(sim: GraphSimulator, tenant: str) -> list[Any]:
 
 
 def mailbox_item(user_id: str, index: int, *, absolute: str | None = None) -> dict[str, Any]:
-    url = f"/users/{user_id}/mailboxSettings?$select=userPurpose"
+    url = f"/users/{user_id}/mailboxSettings/userPurpose"
     return {"id": str(index), "method": "GET", "url": (absolute + url) if absolute else url}
 
 
@@ -60,10 +60,10 @@ async def test_batch_of_twenty_mailboxes_with_relative_and_absolute_urls(sim: Gr
             assert item["body"]["error"]["code"] == "MailboxNotEnabledForRESTAPI"
         else:
             assert item["status"] == 200
-            assert item["body"]["userPurpose"] == user.purpose
-            assert set(item["body"]) == {"@odata.context", "userPurpose"}
+            assert item["body"]["value"] == user.purpose
+            assert set(item["body"]) == {"@odata.context", "value"}
     # each item is its own request in the simulator's log, under its batch
-    assert sim.count(route="mailboxSettings.get", in_batch=True) == 20
+    assert sim.count(route="mailboxSettings.userPurpose", in_batch=True) == 20
     assert sim.count(route="batch", status=200) == 1
 
 
@@ -100,7 +100,8 @@ async def test_item_level_429_inside_a_200_envelope_and_retry_after_is_enforced(
     tenant = DEMO_TENANTS["woodgrove"]
     people = [u for u in users(sim, "woodgrove") if u.purpose][:20]
     sim.set_faults(
-        FaultProfile(throttle_rate=0.5, retry_after_seconds=1, routes=("mailboxSettings.get",)), tenant
+        FaultProfile(throttle_rate=0.5, retry_after_seconds=1, routes=("mailboxSettings.userPurpose",)),
+        tenant,
     )
     async with graph_session(sim, "woodgrove") as session:
         first = await post_batch(session, [mailbox_item(u.id, i) for i, u in enumerate(people)])

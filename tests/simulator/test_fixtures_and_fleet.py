@@ -43,6 +43,24 @@ def test_demo_fleet_covers_the_situations_the_design_lists() -> None:
     )
     consent = next(iter(by_name["Fourth Coffee"].consents.values()))
     assert "RoleManagement.Read.Directory" not in consent
+    # issue 10: a group-held role seen without a group read permission, and a hybrid tenant
+    wingtip = by_name["Wingtip Toys"]
+    assert wingtip.groups and not any(
+        "GroupMember.Read.All" in c or "Directory.Read.All" in c for c in wingtip.consents.values()
+    )
+    assert any(a["principalId"] == wingtip.groups[0]["id"] for a in wingtip.role_assignments)
+    hybrid = [u for u in by_name["Humongous Insurance"].users if u.mailbox_on_premises]
+    assert len(hybrid) == 31 and all(u.synced and u.mail for u in hybrid)
+    assert {u.mailbox_on_premises for u in hybrid} == {"not_enabled", "not_hosted", "preview"}
+
+
+def test_a_hybrid_fleet_tenant_has_on_premises_mailboxes() -> None:
+    world = generate_fleet(FleetSpec(tenants=2, users=100), {"hybrid": 1.0, "compliant": 1.0})
+    hybrid = next(t for t in world.tenants.values() if "hybrid" in t.display_name)
+    plain = next(t for t in world.tenants.values() if "hybrid" not in t.display_name)
+    assert sum(1 for u in hybrid.users if u.mailbox_on_premises) == 30
+    assert all(u.synced for u in hybrid.users if u.mailbox_on_premises)
+    assert not any(u.mailbox_on_premises or u.synced for u in plain.users)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +74,10 @@ def test_demo_fleet_covers_the_situations_the_design_lists() -> None:
         ),
         ({"tenants": [{"key": "a", "roles": [{"principal": "ghost"}]}]}, "unknown principal 'ghost'"),
         ({"tenants": [{"key": "a", "consent": {"nobody": "audit"}}]}, "consent.nobody: no app with that key"),
+        (
+            {"tenants": [{"key": "a", "users": {"list": [{"key": "u", "mailbox_on_premises": "mars"}]}}]},
+            "users.list[0].mailbox_on_premises: 'mars' is not one of not_enabled, not_hosted, preview",
+        ),
         (
             {"tenants": [{"key": "a", "users": {"count": 2, "shared": 3}}]},
             "more special mailboxes than users",

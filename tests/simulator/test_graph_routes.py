@@ -893,17 +893,14 @@ async def test_mailbox_settings_user_purpose(sim: GraphSimulator) -> None:
             user_id = first_user(contoso, purpose)
             settings = session.client.users.by_user_id(user_id).mailbox_settings
             full = await settings.get()
-            selected = await settings.get(request_configuration=rc(query))
-            raw_selected = await raw_json(
-                session.client, f"/users/{user_id}/mailboxSettings?$select=userPurpose"
+            # $select on mailboxSettings is undocumented (ignored or broken in the field): refused here.
+            assert await error_of(settings.get(request_configuration=rc(query))) == (
+                400,
+                "RequestBroker--ParseUri",
             )
             sub = await raw_json(session.client, f"/users/{user_id}/mailboxSettings/userPurpose")
             assert full is not None and full.user_purpose == expected, purpose
             assert full.time_zone and full.working_hours is not None
-            assert selected is not None and selected.user_purpose == expected
-            assert selected.time_zone is None and selected.working_hours is None
-            assert set(raw_selected) == {"@odata.context", "userPurpose"}
-            assert raw_selected["userPurpose"] == purpose  # a plain enum string in v1.0
             assert sub == {
                 "@odata.context": metadata(sim) + f"users('{user_id}')/mailboxSettings/userPurpose",
                 "value": purpose,
@@ -925,9 +922,6 @@ async def test_lucerne_user_purpose_counts_over_a_sample(sim: GraphSimulator) ->
     for user in everyone[::50]:
         sample[user.id] = user.purpose
     expected = Counter(sample.values())
-    query = MailboxSettingsRequestBuilder.MailboxSettingsRequestBuilderGetQueryParameters(
-        select=["userPurpose"]
-    )
     gate = asyncio.Semaphore(3)  # Exchange allows 4 concurrent mailbox requests per app and tenant
 
     async with graph_session(sim, "lucerne") as session:
@@ -935,14 +929,11 @@ async def test_lucerne_user_purpose_counts_over_a_sample(sim: GraphSimulator) ->
         async def purpose_of(user_id: str) -> str | None:
             async with gate:
                 try:
-                    settings = await session.client.users.by_user_id(user_id).mailbox_settings.get(
-                        request_configuration=rc(query)
-                    )
+                    answer = await raw_json(session.client, f"/users/{user_id}/mailboxSettings/userPurpose")
                 except ODataError as exc:
                     check_error(exc, 404, "MailboxNotEnabledForRESTAPI")
                     return None
-            assert settings is not None and settings.user_purpose is not None
-            return str(settings.user_purpose.value)
+            return str(answer["value"])
 
         found = await asyncio.gather(*(purpose_of(uid) for uid in sample))
     assert Counter(found) == expected
@@ -953,7 +944,7 @@ async def test_lucerne_user_purpose_counts_over_a_sample(sim: GraphSimulator) ->
         and expected["equipment"] == 4
         and expected[None] >= 5
     )
-    assert sim.count(route="mailboxSettings.get", tenant=lucerne.tenant_id, status=429) == 0
+    assert sim.count(route="mailboxSettings.userPurpose", tenant=lucerne.tenant_id, status=429) == 0
 
 
 MAILBOX_PATHS = [

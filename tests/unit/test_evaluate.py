@@ -602,12 +602,44 @@ ID_CASES = [
         {"third"},
     ),
     (
-        "publisher needs the name",
+        "publisher finds a renamed app",
         VendorSettings(publisher_tenant_id=PUBLISHER),
         [RENAMED],
-        MatchOutcome.NOT_FOUND,
+        MatchOutcome.IDENTIFIED,
+        "publisher",
+        set(),
+    ),
+    (
+        "publisher alone, blank name",
+        VendorSettings(app_display_name="", publisher_tenant_id=PUBLISHER),
+        [RENAMED],
+        MatchOutcome.IDENTIFIED,
+        "publisher",
+        set(),
+    ),
+    (
+        "publisher prefers its app with the configured name",
+        VendorSettings(publisher_tenant_id=PUBLISHER),
+        [RENAMED, replace(VENDOR, id="sp2", app_id="app2")],
+        MatchOutcome.IDENTIFIED,
+        "publisher",
+        set(),
+    ),
+    (
+        "publisher with two apps, neither named",
+        VendorSettings(app_display_name="", publisher_tenant_id=PUBLISHER),
+        [RENAMED, replace(RENAMED, id="sp2", app_id="app2")],
+        MatchOutcome.AMBIGUOUS,
         None,
         set(),
+    ),
+    (
+        "publisher matches nothing: a same-named app of another publisher is a look-alike",
+        VendorSettings(publisher_tenant_id=OTHER_ORG + "0"),
+        [VENDOR],
+        MatchOutcome.NOT_FOUND,
+        None,
+        {VENDOR.id},
     ),
     (
         "publisher with two apps",
@@ -861,7 +893,7 @@ def test_audit_json_shape() -> None:
     json.dumps(data)  # serialisable as is
     assert set(data) == {"schema_version", "run", "summary", "tenants"}
     assert data["schema_version"] == SCHEMA_VERSION == 1
-    assert set(data["run"]) == {"id", "started_at", "finished_at", "tool_version", "mode"}
+    assert set(data["run"]) == {"id", "started_at", "finished_at", "tool_version", "mode", "vendor_search"}
     tenant = data["tenants"][0]
     assert set(tenant) == {
         "name",
@@ -892,6 +924,7 @@ def test_audit_json_shape() -> None:
         "equipment": 1,
         "other": 0,
         "no_mailbox": 2,
+        "on_premises": 0,
         "unclassified": 0,
     }
     assert set(tenant["shared_mailboxes"][0]) == {
