@@ -110,6 +110,7 @@ def custom_config(sim: GraphSimulator, directory: Path, vendor: dict[str, str] |
     lines = ["[vendor]", *(f'{k} = "{v}"' for k, v in vendor.items()), ""]
     lines += [
         "[auth]",
+        "allow_custom_endpoints = true",
         f'client_id = "{app.client_id}"',
         'client_secret_env = "USS_FIDELITY_SECRET"',
         f'authority = "{sim.authority}"',
