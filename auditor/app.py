@@ -381,8 +381,12 @@ def open_capture(options: AuditOptions, config: AuditConfig, tenants: Sequence[T
             options.capture,
             redact=options.capture_redact,
             tenants=[
-                CapturedTenant(t.tenant_id, t.name, t.auth.client_id or "", t.auth.method.value) for t in tenants
+                CapturedTenant(
+                    t.tenant_id, t.name, t.auth.client_id or "", t.auth.method.value, t.price_per_mailbox
+                )
+                for t in tenants
             ],
+            currency=config.billing.currency,
             vendor={
                 "app_display_name": vendor.app_display_name,
                 "app_id": vendor.app_id,

@@ -296,6 +296,7 @@ class CapturedTenant:
     name: str
     client_id: str = ""
     method: str = ""
+    price_per_mailbox: float | None = None
 
 
 @dataclass
@@ -326,11 +327,13 @@ class Capture:
         redact: bool = False,
         tenants: Sequence[CapturedTenant] = (),
         vendor: dict[str, Any] | None = None,
+        currency: str = "",
         tool_version: str = "",
     ) -> None:
         self.directory = directory
         self.pseudonyms = Pseudonyms() if redact else None
         self.vendor = dict(vendor or {})
+        self.currency = currency
         self.tool_version = tool_version
         self.started = _now()
         self._tenants = {t.tenant_id.lower(): t for t in tenants}
@@ -370,7 +373,7 @@ class Capture:
         known = self._tenants[tenant_id]
         if not known.client_id:
             self._tenants[tenant_id] = CapturedTenant(
-                known.tenant_id, known.name, settings.client_id, settings.method
+                known.tenant_id, known.name, settings.client_id, settings.method, known.price_per_mailbox
             )
 
         async def on_request(request: httpx.Request) -> None:
@@ -532,6 +535,7 @@ class Capture:
                     "name": name,
                     "client_id": tenant.client_id,
                     "auth_method": tenant.method,
+                    "price_per_mailbox": tenant.price_per_mailbox,
                     "file": log.path.name if log is not None else None,
                     "exchanges": log.exchanges if log is not None else 0,
                 }
@@ -544,6 +548,7 @@ class Capture:
             "finished": finished,
             "redacted": self.redacted,
             "vendor": self.vendor,
+            "currency": self.currency,
             "tenants": tenants,
             "never_contains": list(NEVER_CONTAINS),
         }

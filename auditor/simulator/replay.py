@@ -163,6 +163,7 @@ class ReplayServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._issued: dict[str, str] = {}  # access token -> tenant key
         self.served: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()  # answered statuses, $batch items included
         self.misses: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -248,6 +249,8 @@ class ReplayServer:
         vendor = self.manifest.get("vendor") or {}
         lines = ["# Audits the capture served by `auditor simulator serve --replay`.", "[vendor]"]
         lines += [f"{key} = {_toml_string(str(value))}" for key, value in vendor.items() if value is not None]
+        if self.manifest.get("currency"):
+            lines += ["", "[billing]", f"currency = {_toml_string(str(self.manifest['currency']))}"]
         lines += [
             "",
             "[auth]",
@@ -264,8 +267,10 @@ class ReplayServer:
                 f"name = {_toml_string(str(tenant.get('name') or tenant['tenant_id']))}",
                 f"tenant_id = {_toml_string(str(tenant['tenant_id']))}",
                 f"client_id = {_toml_string(str(tenant.get('client_id') or '00000000-0000-0000-0000-000000000000'))}",
-                "",
             ]
+            if tenant.get("price_per_mailbox") is not None:
+                lines.append(f"price_per_mailbox = {float(tenant['price_per_mailbox'])!r}")
+            lines.append("")
         return "\n".join(lines)
 
     # --- handlers --------------------------------------------------------------------------------
@@ -321,7 +326,9 @@ class ReplayServer:
         )
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"served": dict(self.served), "misses": list(self.misses)})
+        return web.json_response(
+            {"served": dict(self.served), "statuses": dict(self.statuses), "misses": list(self.misses)}
+        )
 
     async def _graph(self, request: web.Request) -> web.StreamResponse:
         tenant = self._tenant_of_token(request)
@@ -364,6 +371,7 @@ class ReplayServer:
             elif answer.no_answer is not None or answer.batch_seq is not None:  # cannot happen inside a 200
                 answer = _Answer(503, {}, {"error": {"code": "ServiceUnavailable", "message": "replayed"}})
             self.served["batch item"] += 1
+            self.statuses[answer.status] += 1
             responses.append(
                 {
                     "id": item.get("id"),
@@ -383,6 +391,7 @@ class ReplayServer:
             if request.transport is not None:
                 request.transport.abort()
             raise ConnectionResetError(f"replayed: no answer to {key} in the capture")
+        self.statuses[answer.status] += 1
         headers = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_HEADERS}
         if answer.body is None:
             headers.pop("content-type", None)
