@@ -84,7 +84,9 @@ class AuditOptions:
     max_changes: int | None = None  # --max-changes N: stop writing after N changes
     interactive: bool = False  # a person at a terminal can be asked to confirm
     shard: str | None = None  # --shard K/N: audit only shard K of N and write a part for `auditor merge`
-    capture: Path | None = None  # --capture DIR: record every Graph and token exchange (auditor.graph.capture)
+    capture: Path | None = (
+        None  # --capture DIR: record every Graph and token exchange (auditor.graph.capture)
+    )
     capture_redact: bool = False  # --capture-redact: pseudonymise names, UPNs and mail addresses in it
 
     @property

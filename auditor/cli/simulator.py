@@ -113,7 +113,9 @@ def _serve_replay(capture: Path, port: int, state_dir: Path) -> None:
     typer.echo(f"  CA bundle       {server.ca_file.resolve()}")
     typer.echo(f"  audit config    {config_file.resolve()}")
     typer.echo(f"  credentials     {env_file.resolve()}  (source it)")
-    typer.echo(f"  statistics      {server.origin}/_replay/stats  (misses: requests the capture has no answer for)")
+    typer.echo(
+        f"  statistics      {server.origin}/_replay/stats  (misses: requests the capture has no answer for)"
+    )
     typer.echo(f"Audit it: auditor audit --config {config_file}")
     typer.echo("Press Ctrl+C to stop.")
     stop = threading.Event()

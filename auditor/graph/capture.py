@@ -565,7 +565,9 @@ def _scrub_messages(value: Any, pseudonyms: Pseudonyms) -> Any:
         return [_scrub_messages(v, pseudonyms) for v in value]
     if isinstance(value, dict):
         return {
-            k: pseudonyms.in_text(v) if k == "message" and isinstance(v, str) else _scrub_messages(v, pseudonyms)
+            k: pseudonyms.in_text(v)
+            if k == "message" and isinstance(v, str)
+            else _scrub_messages(v, pseudonyms)
             for k, v in value.items()
         }
     return value

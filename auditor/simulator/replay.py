@@ -54,7 +54,7 @@ _HOP_HEADERS: Final = frozenset(
     {"content-length", "content-encoding", "transfer-encoding", "connection", "date", "server", "keep-alive"}
 )
 TIMEOUT_STALL_SECONDS: Final = 600.0  # a captured time-out: answer nothing until the client gives up
-REPLAY_SECRET_ENV: Final = "USS_REPLAY_SECRET"
+REPLAY_SECRET_ENV: Final = "USS_REPLAY_SECRET"  # noqa: S105 (the name of a variable, any value)
 
 
 def request_key(method: str, url: str, base_path: str = "/v1.0") -> str:
@@ -131,12 +131,16 @@ def index_capture(records: list[dict[str, Any]], tenant_id: str) -> _TenantRepla
                         continue
                     replay.add(
                         request_key(str(sent.get("method", "GET")), str(sent.get("url", "")), base),
-                        _Answer(int(item.get("status", 0)), dict(item.get("headers") or {}), item.get("body")),
+                        _Answer(
+                            int(item.get("status", 0)), dict(item.get("headers") or {}), item.get("body")
+                        ),
                     )
             else:  # failed (or unanswered) as a whole: each item's next answer is that failure
                 answer.batch_seq = int(record.get("seq", 0))
                 for sent in items.values():
-                    replay.add(request_key(str(sent.get("method", "GET")), str(sent.get("url", "")), base), answer)
+                    replay.add(
+                        request_key(str(sent.get("method", "GET")), str(sent.get("url", "")), base), answer
+                    )
             continue
         replay.add(key, answer)
     return replay
@@ -415,7 +419,9 @@ class ReplayServer:
         for key, value in body.items():
             if key.startswith("@odata.") and key.endswith("Link") and isinstance(value, str):
                 parts = urlsplit(value)
-                value = urlunsplit(("https", f"{self.host}:{self.port}", parts.path, parts.query, parts.fragment))
+                value = urlunsplit(
+                    ("https", f"{self.host}:{self.port}", parts.path, parts.query, parts.fragment)
+                )
             out[key] = self._relink(value)
         return out
 

@@ -77,7 +77,9 @@ def _faults(sim: GraphSimulator) -> None:
         )
     )
     sim.add_fault_rule(FaultRule(route="batch", tenant_id=TAILSPIN, status=503, in_batch=False))
-    sim.add_fault_rule(FaultRule(route="servicePrincipals.list", tenant_id=WOODGROVE, reset=True, in_batch=False))
+    sim.add_fault_rule(
+        FaultRule(route="servicePrincipals.list", tenant_id=WOODGROVE, reset=True, in_batch=False)
+    )
 
 
 def _run_audit(config: Path, out: Path, **options: Any) -> dict[str, Any]:
@@ -127,6 +129,11 @@ def captured_redacted(simulator: GraphSimulator, tmp_path_factory: pytest.TempPa
     return _capture(simulator, tmp_path_factory.mktemp("redacted"), redact=True)
 
 
+def _cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as a user runs it."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603 (our own script)
+
+
 def _records(directory: Path) -> dict[str, list[dict[str, Any]]]:
     return read_capture(directory)[1]
 
@@ -156,7 +163,8 @@ def _comparable(report: dict[str, Any], *, origins: tuple[str, ...], messages: b
         out[tenant["tenant_id"]] = {
             "status": tenant["status"],
             "findings": [
-                (f["code"], f["severity"], text(f["message"]) if messages else None) for f in tenant["findings"]
+                (f["code"], f["severity"], text(f["message"]) if messages else None)
+                for f in tenant["findings"]
             ],
             "mailboxes": mailboxes,
             "shared": sorted(
@@ -185,7 +193,9 @@ def test_capture_has_a_file_per_tenant_and_a_manifest(captured: Captured) -> Non
         assert len(lines) == entry["exchanges"] > 0, tenant_id
     records = _records(captured.directory)
     methods = {
-        tenant_id: {r["request"]["form"].get("client_assertion_type", "secret") for r in rs if r["kind"] == "token"}
+        tenant_id: {
+            r["request"]["form"].get("client_assertion_type", "secret") for r in rs if r["kind"] == "token"
+        }
         for tenant_id, rs in records.items()
     }
     assert methods[NORTHWIND] == methods[ADATUM] == {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
@@ -208,7 +218,9 @@ def test_capture_holds_the_throttled_failed_and_unanswered_exchanges(captured: C
     throttled = [r for r in records[FABRIKAM] if r["response"] and r["response"]["status"] == 429]
     assert len(throttled) == 1 and throttled[0]["response"]["headers"]["retry-after"] == "1"
     failed_batches = [
-        r for r in records[TAILSPIN] if r["request"]["url"].endswith("/$batch") and r["response"]["status"] == 503
+        r
+        for r in records[TAILSPIN]
+        if r["request"]["url"].endswith("/$batch") and r["response"]["status"] == 503
     ]
     assert len(failed_batches) == 1
     assert len(failed_batches[0]["request"]["body"]["requests"]) > 1
@@ -313,13 +325,17 @@ def test_capture_refuses_a_directory_with_files(simulator: GraphSimulator, tmp_p
     (tmp_path / "capture" / "old.txt").write_text("x")
     config = tmp_path / "audit.toml"
     config.write_text(demo_config_text(simulator))
-    result = subprocess.run(
-        [str(AUDITOR), "audit", "--config", str(config), "--out", str(tmp_path / "out"), "--capture",
-         str(tmp_path / "capture")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = _cli(
+        [
+            str(AUDITOR),
+            "audit",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "out"),
+            "--capture",
+            str(tmp_path / "capture"),
+        ]
     )
     assert result.returncode == 2, result.stderr
     assert "--capture" in result.stderr and "not empty" in result.stderr
@@ -330,25 +346,26 @@ def test_capture_refuses_a_directory_with_files(simulator: GraphSimulator, tmp_p
 def test_capture_redact_needs_capture(simulator: GraphSimulator, tmp_path: Path) -> None:
     config = tmp_path / "audit.toml"
     config.write_text(demo_config_text(simulator))
-    result = subprocess.run(
-        [str(AUDITOR), "audit", "--config", str(config), "--out", str(tmp_path / "out"), "--capture-redact"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = _cli(
+        [str(AUDITOR), "audit", "--config", str(config), "--out", str(tmp_path / "out"), "--capture-redact"]
     )
     assert result.returncode == 2
     assert "--capture-redact only makes sense with --capture" in result.stderr
 
 
 def test_serve_replay_refuses_a_directory_that_is_not_a_capture(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(AUDITOR), "simulator", "serve", "--replay", str(tmp_path), "--port", "0", "--state-dir",
-         str(tmp_path / "state")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = _cli(
+        [
+            str(AUDITOR),
+            "simulator",
+            "serve",
+            "--replay",
+            str(tmp_path),
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
     )
     assert result.returncode == 2
     assert "is not a capture: it has no manifest.json" in result.stderr
