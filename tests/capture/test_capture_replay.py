@@ -369,3 +369,31 @@ def test_serve_replay_refuses_a_directory_that_is_not_a_capture(tmp_path: Path) 
     )
     assert result.returncode == 2
     assert "is not a capture: it has no manifest.json" in result.stderr
+
+
+def test_remediation_is_captured_and_replays_to_the_same_outcome(
+    fresh_sim_env: GraphSimulator, tmp_path: Path
+) -> None:
+    config = tmp_path / "audit.toml"
+    config.write_text(demo_config_text(fresh_sim_env))
+    options: dict[str, Any] = {"tenants": (FABRIKAM,), "remediate": True, "yes": True}
+    before = _run_audit(config, tmp_path / "reports", capture=tmp_path / "capture", **options)
+    (tenant,) = before["tenants"]
+    assert tenant["status"] == "remediated" and tenant["remediation"]["action"] == "created"
+    records = _records(tmp_path / "capture")[FABRIKAM]
+    posts = [
+        r for r in records if r["request"]["method"] == "POST" and "roleAssignments" in r["request"]["url"]
+    ]
+    assert [p["response"]["status"] for p in posts] == [201]
+    assert posts[0]["request"]["body"]["roleDefinitionId"] == "5d6b6bb7-de71-4623-b4af-96380a352509"
+
+    with ReplayServer(tmp_path / "capture") as server, pytest.MonkeyPatch.context() as patch:
+        patch.setenv(REPLAY_SECRET_ENV, "replay")
+        (tmp_path / "replay.toml").write_text(server.config_text())
+        after = _run_audit(tmp_path / "replay.toml", tmp_path / "replayed", **options)
+    assert server.misses == []
+    (replayed,) = after["tenants"]
+    assert (replayed["status"], replayed["remediation"]["action"]) == ("remediated", "created")
+    assert _comparable(after, origins=(server.origin,), messages=True) == _comparable(
+        before, origins=(fresh_sim_env.origin,), messages=True
+    )
