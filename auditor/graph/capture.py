@@ -304,7 +304,8 @@ class _TenantLog:
     path: Path
     handle: TextIO
     exchanges: int = 0
-    pending: dict[int, tuple[httpx.Request, float]] = field(default_factory=dict)
+    # Requests sent and not yet answered: the request, when it left, and how it failed if it did.
+    pending: dict[int, tuple[httpx.Request, float, str | None]] = field(default_factory=dict)
 
 
 class CaptureError(Exception):
@@ -378,8 +379,22 @@ class Capture:
 
         async def on_request(request: httpx.Request) -> None:
             seq = self._next_seq()
+            pending = self._log(tenant_id).pending
+            pending[seq] = (request, time.monotonic(), None)
             request.extensions[self.SEQ_KEY] = seq
-            self._log(tenant_id).pending[seq] = (request, time.monotonic())
+            # httpcore's documented "trace" extension reports a failed step with its exception: how a
+            # request that gets no answer failed (reset or time-out), which no response hook sees.
+            previous = request.extensions.get("trace")
+
+            async def trace(event: str, info: dict[str, Any]) -> None:
+                if previous is not None:
+                    await previous(event, info)
+                if event.endswith(".failed") and seq in pending:
+                    failed = info.get("exception")
+                    kind = "timeout" if type(failed).__name__.endswith("Timeout") else "reset"
+                    pending[seq] = (*pending[seq][:2], kind)
+
+            request.extensions["trace"] = trace
 
         async def on_response(response: httpx.Response) -> None:
             await response.aread()
@@ -387,7 +402,7 @@ class Capture:
             seq = request.extensions.get(self.SEQ_KEY)
             started = None
             if isinstance(seq, int):
-                started = self._log(tenant_id).pending.pop(seq, (None, None))[1]
+                started = self._log(tenant_id).pending.pop(seq, (None, None, None))[1]
             else:
                 seq = self._next_seq()
             elapsed = time.monotonic() - started if started is not None else None
@@ -404,7 +419,7 @@ class Capture:
             ) as session:
                 yield session
         finally:
-            self._flush_pending(tenant_id, settings.timeout_seconds)
+            self._flush_pending(tenant_id)
 
     # --- records -----------------------------------------------------------------------------
 
@@ -484,16 +499,16 @@ class Capture:
         }
         self._write(tenant_id, record)
 
-    def _flush_pending(self, tenant_id: str, timeout_seconds: float) -> None:
-        """Requests that never got an answer (a reset, a time-out, or the tenant cut short)."""
+    def _flush_pending(self, tenant_id: str) -> None:
+        """Requests that never got an answer: a reset, a time-out, or still waiting when the session ended
+        (the tenant's time limit, say: ``cancelled``). Written with their sequence numbers, so a reader
+        sorts them into place."""
         log = self._logs.get(tenant_id)
         if log is None:
             return
         now = time.monotonic()
-        for seq, (request, started) in sorted(log.pending.items()):
-            elapsed = now - started
-            kind = "timeout" if elapsed >= 0.9 * timeout_seconds else "reset"
-            self._graph_record(tenant_id, seq, request, None, elapsed, no_answer=kind)
+        for seq, (request, started, failure) in sorted(log.pending.items()):
+            self._graph_record(tenant_id, seq, request, None, now - started, no_answer=failure or "cancelled")
         log.pending.clear()
 
     def _write(self, tenant_id: str, record: dict[str, Any]) -> None:

@@ -19,7 +19,8 @@ How a request finds its answer:
   5xx on the POST itself) fails as a whole again for the first batch that carries one of its items.
 - Tokens are issued here (the capture holds none): a captured sign-in failure is answered with the
   captured error, a success with a fresh token carrying the captured claims (``tid``, ``roles``, ...).
-- A request that got no answer in the capture (a connection reset or a time-out) gets none here either.
+- A request that got no answer in the capture gets none here either: a reset closes the connection, a
+  time-out (or a request still waiting when the tenant was cut short) is left waiting.
 - A request the capture has no answer for gets 400 ``ReplayNoCapturedAnswer`` and is counted
   (``/_replay/stats``): the auditor asked something it did not ask when the capture was made.
 """
@@ -77,7 +78,7 @@ class _Answer:
     status: int
     headers: dict[str, str]
     body: Any
-    no_answer: str | None = None  # "reset" or "timeout": the capture got no answer
+    no_answer: str | None = None  # "reset", "timeout" or "cancelled": the capture got no answer
     batch_seq: int | None = None  # set when the whole $batch POST failed: it fails as a whole again
 
 
@@ -389,7 +390,7 @@ class ReplayServer:
 
     async def _respond(self, request: web.Request, answer: _Answer, key: str) -> web.StreamResponse:
         self.served["graph"] += 1
-        if answer.no_answer == "timeout":
+        if answer.no_answer in ("timeout", "cancelled"):
             await asyncio.sleep(TIMEOUT_STALL_SECONDS)
         if answer.no_answer is not None:
             if request.transport is not None:

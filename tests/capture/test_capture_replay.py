@@ -24,9 +24,10 @@ import pytest
 
 from auditor.app import AuditOptions, audit
 from auditor.graph.capture import MANIFEST_NAME, read_capture
+from auditor.graph.client import open_session
 from auditor.simulator import FaultRule, GraphSimulator, load_fixture
 from auditor.simulator.replay import REPLAY_SECRET_ENV, ReplayServer
-from tests.conftest import DEMO_FLEET, DEMO_TENANTS
+from tests.conftest import DEMO_FLEET, DEMO_TENANTS, settings_for
 from tests.integration.conftest import demo_config_text
 from tests.integration.test_no_secrets import files_under, leaks, secrets_of
 
@@ -397,3 +398,40 @@ def test_remediation_is_captured_and_replays_to_the_same_outcome(
     assert _comparable(after, origins=(server.origin,), messages=True) == _comparable(
         before, origins=(fresh_sim_env.origin,), messages=True
     )
+
+
+async def test_a_time_out_is_captured_and_replayed_as_a_time_out(
+    fresh_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    from auditor.errors import ErrorCode, GraphError
+    from auditor.graph.capture import Capture
+    from auditor.graph.reader import GraphReader
+
+    fresh_sim.add_fault_rule(
+        FaultRule(route="organization.list", tenant_id=CONTOSO, delay_seconds=3, times=3)
+    )
+    capture = Capture(tmp_path / "capture")
+    async with capture.session_factory(settings_for(fresh_sim, "contoso", timeout_seconds=0.5)) as session:
+        with pytest.raises(GraphError) as captured_error:
+            await GraphReader(session, "Contoso").organization()
+    capture.close()
+    assert captured_error.value.code is ErrorCode.TIMEOUT
+    graph = [r for r in _records(tmp_path / "capture")[CONTOSO] if r["kind"] == "graph"]
+    assert [(r["no_answer"], r["response"]) for r in graph] == [("timeout", None)] * 3
+
+    with ReplayServer(tmp_path / "capture") as server:
+        settings = settings_for(
+            fresh_sim,
+            "contoso",
+            timeout_seconds=0.5,
+            client_secret="anything",
+            authority=server.authority,
+            graph_endpoint=server.graph_url,
+            scope=f"{server.graph_url}/.default",
+            ca_bundle=server.ca_file,
+        )
+        async with open_session(settings) as session:
+            with pytest.raises(GraphError) as replayed_error:
+                await GraphReader(session, "Contoso").organization()
+    assert replayed_error.value.code is ErrorCode.TIMEOUT
+    assert server.misses == []
