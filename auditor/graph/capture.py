@@ -54,7 +54,15 @@ NOT_CAPTURED: Final = "[redacted]"
 
 # Request and response headers that carry credentials or session state.
 SECRET_HEADERS: Final = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-identity-header", "x-ms-token"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-identity-header",
+        "secret",
+        "x-ms-token",
+    }
 )
 # Form fields of a token request whose values are credentials.
 SECRET_FORM_FIELDS: Final = frozenset(

@@ -78,7 +78,8 @@ class _Answer:
     status: int
     headers: dict[str, str]
     body: Any
-    no_answer: str | None = None  # "reset", "timeout" or "cancelled": the capture got no answer
+    # "reset", "timeout" or "cancelled": the capture got no answer; "omitted": a $batch answer left it out
+    no_answer: str | None = None
     batch_seq: int | None = None  # set when the whole $batch POST failed: it fails as a whole again
 
 
@@ -126,15 +127,14 @@ def index_capture(records: list[dict[str, Any]], tenant_id: str) -> _TenantRepla
             base = _version_path(url)
             items = {str(i.get("id")): i for i in body.get("requests", []) if isinstance(i, dict)}
             if answer.status == 200 and isinstance(answer.body, dict):
-                for item in answer.body.get("responses", []):
-                    sent = items.get(str(item.get("id")))
-                    if sent is None:
-                        continue
+                answered = {str(item.get("id")): item for item in answer.body.get("responses", [])}
+                for item_id, sent in items.items():
+                    item = answered.get(item_id)
                     replay.add(
                         request_key(str(sent.get("method", "GET")), str(sent.get("url", "")), base),
-                        _Answer(
-                            int(item.get("status", 0)), dict(item.get("headers") or {}), item.get("body")
-                        ),
+                        _Answer(int(item.get("status", 0)), dict(item.get("headers") or {}), item.get("body"))
+                        if item is not None
+                        else _Answer(0, {}, None, no_answer="omitted"),  # missing from the batch's answer
                     )
             else:  # failed (or unanswered) as a whole: each item's next answer is that failure
                 answer.batch_seq = int(record.get("seq", 0))
@@ -373,8 +373,8 @@ class ReplayServer:
             if answer is None:
                 self.misses.append(f"{tenant.tenant_id} {key}")
                 answer = _Answer(400, {"content-type": "application/json"}, _miss_body(key))
-            elif answer.no_answer is not None or answer.batch_seq is not None:  # cannot happen inside a 200
-                answer = _Answer(503, {}, {"error": {"code": "ServiceUnavailable", "message": "replayed"}})
+            elif answer.no_answer is not None:  # the captured answer left this item out: so does the replay
+                continue
             self.served["batch item"] += 1
             self.statuses[answer.status] += 1
             responses.append(

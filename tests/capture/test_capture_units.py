@@ -204,3 +204,11 @@ def test_batch_items_are_indexed_by_their_request_not_their_position() -> None:
     assert first is not None and first.status == 429 and first.batch_seq == 1
     assert [a.status for a in (replay.take(one), replay.take(one), replay.take(one))] == [429, 200, 200]
     assert [a.status for a in (replay.take(two), replay.take(two), replay.take(two))] == [429, 200, 200]
+
+
+def test_an_item_left_out_of_a_batch_answer_is_left_out_again() -> None:
+    replay = index_capture([_batch_record(1, [("0", "/users/1/x"), ("1", "/users/2/x")], [("1", 200)])], "t")
+    left_out = replay.take(request_key("GET", "/v1.0/users/1/x"))
+    assert left_out is not None and left_out.no_answer == "omitted"
+    answered = replay.take(request_key("GET", "/v1.0/users/2/x"))
+    assert answered is not None and (answered.status, answered.no_answer) == (200, None)
