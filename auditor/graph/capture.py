@@ -29,6 +29,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
@@ -139,6 +140,9 @@ _KEEP_TYPES: Final = frozenset(
 )
 _KEEP_MARKERS: Final = frozenset({"appId", "appRoles", "allowedMemberTypes", "roleTemplateId", "templateId"})
 _MIN_MAPPED: Final = 3  # shorter originals are not replaced inside other text ("HR" would garble words)
+_MAX_NAME_WORDS: Final = 8
+_AROUND_NAMES: Final = "'\"()[]<>,.;:!?"
+_ADDRESS: Final = re.compile(r"[\w.%+-](?:[\w.%+'-]*[\w.%+-])?@[\w-]+(?:\.[\w-]+)+")  # o'neil@x, not 'a@x
 
 
 class Pseudonyms:
@@ -148,15 +152,17 @@ class Pseudonyms:
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key if key is not None else secrets.token_bytes(32)
-        self._mapped: dict[str, str] = {}
+        self._mapped: dict[str, str] = {}  # original -> pseudonym
+        self._made: set[str] = set()  # every pseudonym handed out (never pseudonymised again)
         self._lock = threading.Lock()
 
     def _digest(self, kind: str, value: str) -> str:
         return hmac.new(self._key, f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()[:10]
 
     def _remember(self, original: str, pseudonym: str) -> str:
-        if len(original) >= _MIN_MAPPED:
-            with self._lock:
+        with self._lock:
+            self._made.add(pseudonym)
+            if len(original) >= _MIN_MAPPED:
                 self._mapped[original] = pseudonym
         return pseudonym
 
@@ -181,12 +187,22 @@ class Pseudonyms:
         return f"{prefix}:{self.address(rest)}" if colon and "@" in rest else self.address(value)
 
     def in_text(self, text: str) -> str:
-        """``text`` with every name or address already pseudonymised replaced (error messages, URLs)."""
+        """``text`` (an error message, a URL) with every address, and every name already pseudonymised,
+        replaced. Names are looked up as runs of up to `_MAX_NAME_WORDS` words (quotes and brackets
+        around them ignored): a dictionary look-up per run, whatever the number of names known."""
+        text = _ADDRESS.sub(lambda m: m[0] if m[0] in self._made else self.address(m[0]), text)
+        words = text.split()
+        found: set[str] = set()
         with self._lock:
-            mapped = sorted(self._mapped.items(), key=lambda item: len(item[0]), reverse=True)
-        for original, pseudonym in mapped:
-            if original in text:
-                text = text.replace(original, pseudonym)
+            for start in range(len(words)):
+                for end in range(start + 1, min(start + _MAX_NAME_WORDS, len(words)) + 1):
+                    run = " ".join(words[start:end])
+                    for candidate in (run, run.strip(_AROUND_NAMES)):
+                        if candidate in self._mapped:
+                            found.add(candidate)
+            replacements = [(original, self._mapped[original]) for original in found]
+        for original, pseudonym in sorted(replacements, key=lambda item: len(item[0]), reverse=True):
+            text = text.replace(original, pseudonym)
         return text
 
     def scrub(self, value: Any) -> Any:
@@ -582,14 +598,18 @@ class Capture:
         return path
 
 
+_TEXT_WITH_NAMES: Final = frozenset({"message", "url"})  # error messages; $batch items' URLs
+
+
 def _scrub_messages(value: Any, pseudonyms: Pseudonyms) -> Any:
-    """Names already pseudonymised, replaced inside free text too (e.g. an error naming a user)."""
+    """Addresses, and names already pseudonymised, replaced inside free text too (an error naming a user,
+    a $batch item's URL)."""
     if isinstance(value, list):
         return [_scrub_messages(v, pseudonyms) for v in value]
     if isinstance(value, dict):
         return {
             k: pseudonyms.in_text(v)
-            if k == "message" and isinstance(v, str)
+            if k in _TEXT_WITH_NAMES and isinstance(v, str)
             else _scrub_messages(v, pseudonyms)
             for k, v in value.items()
         }

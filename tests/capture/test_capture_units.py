@@ -131,6 +131,16 @@ def test_names_seen_are_replaced_in_later_text() -> None:
         f"The requested user '{pseudonym}' is invalid."
     )
     assert p.in_text("nothing known") == "nothing known"
+    name = p.name("Board Room")
+    assert (
+        p.in_text('Mailbox "Board Room" (Board Room) is hidden.') == f'Mailbox "{name}" ({name}) is hidden.'
+    )
+    # An address never seen before is still an address: it is pseudonymised, consistently, and once.
+    unseen = p.in_text("Forwarding to bob.smith@other.example failed")
+    assert unseen == f"Forwarding to {p.address('bob.smith@other.example')} failed"
+    assert p.in_text(unseen) == unseen
+    oneil = "o'neil@c.example"
+    assert p.in_text(f"'{oneil}'") == f"'{p.address(oneil)}'"
 
 
 @pytest.mark.parametrize(
