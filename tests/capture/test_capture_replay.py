@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -435,3 +436,44 @@ async def test_a_time_out_is_captured_and_replayed_as_a_time_out(
                 await GraphReader(session, "Contoso").organization()
     assert replayed_error.value.code is ErrorCode.TIMEOUT
     assert server.misses == []
+
+
+def test_the_documented_workflow_with_the_console_script(captured: Captured, tmp_path: Path) -> None:
+    """README: `simulator serve --replay DIR` prints where things are; its replay.toml audits the capture."""
+    state = tmp_path / "state"
+    argv = [str(AUDITOR), "simulator", "serve", "--replay", str(captured.directory), "--port", "0"]
+    server = subprocess.Popen(  # noqa: S603 (our own console script, fixed arguments)
+        [*argv, "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        printed = []
+        for line in server.stdout:
+            printed.append(line)
+            if line.startswith("Press Ctrl+C"):
+                break
+        text = "".join(printed)
+        assert "15 tenants" in text and "audit config" in text, text
+        origin = re.search(r"authority\s+(https://\S+)", text)
+        assert origin is not None
+        env = dict(os.environ)
+        for name, value in re.findall(r"export (\w+)='([^']*)'", (state / "credentials.env").read_text()):
+            env[name] = value
+        assert REPLAY_SECRET_ENV in env
+        result = subprocess.run(  # noqa: S603 (our own console script, fixed arguments)
+            [str(AUDITOR), "audit", "--config", str(state / "replay.toml"), "--out", str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=False,
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert result.returncode == 3, result.stderr  # two tenants could not be audited, as when captured
+    replayed = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert _comparable(replayed, origins=(origin[1],), messages=True) == _comparable(
+        captured.report, origins=(captured.sim.origin,), messages=True
+    )
+    assert (tmp_path / "out" / "audit.html").is_file() and (tmp_path / "out" / "audit.xlsx").is_file()
