@@ -29,6 +29,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import threading
@@ -456,7 +457,11 @@ class Capture:
         log = self._logs.get(tenant_id)
         if log is None:
             path = self.directory / f"{_file_stem(tenant_id)}.jsonl"
-            log = _TenantLog(path, path.open("a", encoding="utf-8"))
+            # Owner-only, like the directory: a capture holds tenant data.
+            handle = os.fdopen(
+                os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8"
+            )
+            log = _TenantLog(path, handle)
             self._logs[tenant_id] = log
         return log
 
@@ -593,7 +598,10 @@ class Capture:
         }
         path = self.directory / MANIFEST_NAME
         temp = path.with_suffix(".tmp")
-        temp.write_text(redact_secrets(json.dumps(manifest, indent=2, ensure_ascii=False)) + "\n")
+        with os.fdopen(
+            os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
+        ) as out:
+            out.write(redact_secrets(json.dumps(manifest, indent=2, ensure_ascii=False)) + "\n")
         temp.replace(path)
         return path
 

@@ -193,6 +193,9 @@ def test_capture_has_a_file_per_tenant_and_a_manifest(captured: Captured) -> Non
     for tenant_id, entry in by_id.items():
         lines = (captured.directory / entry["file"]).read_text().splitlines()
         assert len(lines) == entry["exchanges"] > 0, tenant_id
+    # Tenant data: owner-only, like the directory.
+    assert {p.stat().st_mode & 0o777 for p in captured.directory.iterdir()} == {0o600}
+    assert captured.directory.stat().st_mode & 0o777 == 0o700
     records = _records(captured.directory)
     methods = {
         tenant_id: {
