@@ -103,6 +103,32 @@ def redact(text: str) -> str:
     return text
 
 
+# Every `_REDACTIONS` pattern needs one of these words (case-insensitively): text without any of them
+# needs only the registered values masked. Keeps `redact_bulk` cheap on megabytes of plain Graph JSON.
+_REDACTION_WORDS: Final = (
+    "eyj",
+    "bearer",
+    "secret",
+    "assertion",
+    "password",
+    "passwd",
+    "access_token",
+    "refresh_token",
+    "id_token",
+)
+
+
+def redact_bulk(text: str) -> str:
+    """:func:`redact`, faster on large text that holds none of the words a credential pattern needs."""
+    lowered = text.lower()
+    if any(word in lowered for word in _REDACTION_WORDS):
+        return redact(text)
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
 def permission_hint(permission: str, tenant_label: str, app_label: str = "the auditor app") -> str:
     """Admin-ready hint for a missing Microsoft Graph application permission."""
     return (

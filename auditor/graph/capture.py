@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
-from auditor.errors import redact as redact_secrets
+from auditor.errors import redact_bulk as redact_secrets
 
 if TYPE_CHECKING:  # the SDKs load only when a capture is recorded: the replay server reads captures too
     import httpx

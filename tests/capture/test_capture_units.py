@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from auditor.errors import redact, redact_bulk, register_secret
 from auditor.graph.capture import Pseudonyms, clean_headers, token_answer, token_form
 from auditor.simulator.replay import index_capture, request_key
 
@@ -222,3 +223,20 @@ def test_an_item_left_out_of_a_batch_answer_is_left_out_again() -> None:
     assert left_out is not None and left_out.no_answer == "omitted"
     answered = replay.take(request_key("GET", "/v1.0/users/2/x"))
     assert answered is not None and (answered.status, answered.no_answer) == (200, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"value": [{"id": "1", "displayName": "Ann"}], "@odata.nextLink": "https://x/v1.0/users?$skiptoken=eyJhYmM"}',
+        '{"form": {"client_secret": "abc", "Client_Assertion": "def"}}',
+        "Authorization: Bearer abc.def.ghi and eyJhbGciOi.eyJzdWIiOi.c2ln",
+        "password=hunter22; passwd: x; ACCESS_TOKEN=y; id_token=z; refresh_token=w",
+        "a registered value reg1st3red-S3cret-value inside plain text",
+        "nothing at all to hide here",
+    ],
+)
+def test_redact_bulk_is_redact(text: str) -> None:
+    register_secret("reg1st3red-S3cret-value")
+    assert redact_bulk(text) == redact(text)
+    assert "reg1st3red-S3cret-value" not in redact_bulk(text)
