@@ -2,8 +2,9 @@
 
 Audits a synthetic fleet (real SDK + azure-identity over HTTPS to the simulator) three times: plain, with
 a capture, with a redacted capture; then audits the capture again against `ReplayServer`. Prints the
-seconds of each, the capture's size (bytes per user) and whether the replay gave the same verdicts.
-The simulator and the replay run in the same process (their own threads), so the figures include them.
+seconds of each (after a warm-up audit), the capture's size (bytes per user) and whether the replay gave
+the same verdicts. The simulator and the replay run in the same process (their own threads), so the
+figures include them; on a shared machine, run it twice.
 
     .venv/bin/python benchmarks/bench_capture.py --tenants 10 --users 2000
 """
@@ -77,6 +78,7 @@ def main() -> None:
         os.environ.update(sim.credentials)
         config = fleet_config(sim, root)
         tenants = [CapturedTenant(t.tenant_id, t.name) for t in config.tenants]
+        run(config)  # warm-up: imports, TLS contexts, the simulator's caches
         plain, verdicts = run(config)
         print(f"fleet: {args.tenants} tenants x {args.users} users")
         print(f"audit without capture     {plain:7.2f} s")
