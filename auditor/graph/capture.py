@@ -141,6 +141,7 @@ _KEEP_TYPES: Final = frozenset(
 )
 _KEEP_MARKERS: Final = frozenset({"appId", "appRoles", "allowedMemberTypes", "roleTemplateId", "templateId"})
 _MIN_MAPPED: Final = 3  # shorter originals are not replaced inside other text ("HR" would garble words)
+_TEXT_WITH_NAMES: Final = frozenset({"message", "url"})  # error messages; $batch items' URLs
 _MAX_NAME_WORDS: Final = 8
 _AROUND_NAMES: Final = "'\"()[]<>,.;:!?"
 _ADDRESS: Final = re.compile(r"[\w.%+-](?:[\w.%+'-]*[\w.%+-])?@[\w-]+(?:\.[\w-]+)+")  # o'neil@x, not 'a@x
@@ -207,7 +208,8 @@ class Pseudonyms:
         return text
 
     def scrub(self, value: Any) -> Any:
-        """A JSON value with the names and addresses of people, groups and the organisation pseudonymised."""
+        """A JSON value with the names and addresses of people, groups and the organisation pseudonymised,
+        and in free text (error messages, `$batch` item URLs) the addresses and the names known so far."""
         if isinstance(value, list):
             return [self.scrub(item) for item in value]
         if not isinstance(value, dict):
@@ -225,6 +227,8 @@ class Pseudonyms:
                 out[key] = self.name(item)
             elif key in _TEXT_KEYS:
                 out[key] = "[redacted]"
+            elif key in _TEXT_WITH_NAMES:
+                out[key] = self.in_text(item)
             else:
                 out[key] = item
         if not keep:
@@ -555,7 +559,7 @@ class Capture:
         for part in ("request", "response"):
             section = record.get(part)
             if isinstance(section, dict) and "body" in section:
-                section["body"] = _scrub_messages(p.scrub(section["body"]), p)
+                section["body"] = p.scrub(section["body"])
         request = record["request"]
         request["url"] = p.in_text(request["url"])
         return record
@@ -604,24 +608,6 @@ class Capture:
             out.write(redact_secrets(json.dumps(manifest, indent=2, ensure_ascii=False)) + "\n")
         temp.replace(path)
         return path
-
-
-_TEXT_WITH_NAMES: Final = frozenset({"message", "url"})  # error messages; $batch items' URLs
-
-
-def _scrub_messages(value: Any, pseudonyms: Pseudonyms) -> Any:
-    """Addresses, and names already pseudonymised, replaced inside free text too (an error naming a user,
-    a $batch item's URL)."""
-    if isinstance(value, list):
-        return [_scrub_messages(v, pseudonyms) for v in value]
-    if isinstance(value, dict):
-        return {
-            k: pseudonyms.in_text(v)
-            if k in _TEXT_WITH_NAMES and isinstance(v, str)
-            else _scrub_messages(v, pseudonyms)
-            for k, v in value.items()
-        }
-    return value
 
 
 def _request_content(request: httpx.Request) -> bytes:
