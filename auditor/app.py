@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 from urllib.parse import urlsplit
 
 import typer
@@ -41,6 +41,9 @@ from auditor.remediation import JOURNAL_FILENAME
 from auditor.reporting import parse_formats, prepare_out_dir, write_reports
 from auditor.runner import Progress, TenantAudit, run_fleet
 from auditor.shard import parse_shard, part_manifest, write_part_manifest
+
+if TYPE_CHECKING:
+    from auditor.graph.capture import Capture
 
 __all__ = [
     "DEFAULT_DEMO_OUT_DIR",
@@ -84,9 +87,7 @@ class AuditOptions:
     max_changes: int | None = None  # --max-changes N: stop writing after N changes
     interactive: bool = False  # a person at a terminal can be asked to confirm
     shard: str | None = None  # --shard K/N: audit only shard K of N and write a part for `auditor merge`
-    capture: Path | None = (
-        None  # --capture DIR: record every Graph and token exchange (auditor.graph.capture)
-    )
+    capture: Path | None = None  # --capture DIR: record every Graph and token exchange of the run
     capture_redact: bool = False  # --capture-redact: pseudonymise names, UPNs and mail addresses in it
 
     @property
@@ -136,6 +137,7 @@ def audit(
     concurrency = options.concurrency or config.run.concurrency
     capture = open_capture(options, config, tenants)
     if capture is not None and auditor_factory is None:
+        # Every Graph session of the run, the audit's and remediation's, goes through the capture.
         session_factory = session_factory or capture.session_factory
         tenant_audit = _graph_auditor(config, session_factory)
     else:
@@ -368,7 +370,9 @@ def _graph_auditor(config: AuditConfig, session_factory: Any = None) -> TenantAu
     return TenantAuditor(config)
 
 
-def open_capture(options: AuditOptions, config: AuditConfig, tenants: Sequence[TenantConfig]) -> Any:
+def open_capture(
+    options: AuditOptions, config: AuditConfig, tenants: Sequence[TenantConfig]
+) -> Capture | None:
     """The `--capture DIR` recorder (None without it); a directory that cannot take it is a usage error."""
     if options.capture is None:
         if options.capture_redact:
