@@ -265,6 +265,7 @@ def test_redacted_capture_names_no_user_and_keeps_ids(captured_redacted: Capture
     personal: set[str] = set()
     for tenant in sim.world.tenants.values():
         personal.add(tenant.display_name)
+        personal.update(str(group["displayName"]) for group in tenant.groups if group.get("displayName"))
         for user in tenant.users:
             personal.update(v for v in (user.display_name, user.user_principal_name, user.mail) if v)
     found = list(files_under(captured_redacted.directory))
