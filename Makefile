@@ -42,6 +42,7 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fleet_generator.py
 	$(BIN)/python benchmarks/bench_audit_fleet.py --tenants 100 --users 500
+	$(BIN)/python benchmarks/bench_capture.py --tenants 10 --users 2000
 
 screenshots: $(STAMP)
 	$(BIN)/python tools/screenshots.py

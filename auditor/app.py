@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 
 import typer
 
@@ -41,6 +41,9 @@ from auditor.reporting import parse_formats, prepare_out_dir
 from auditor.reporting.text import terminal_text
 from auditor.runner import Progress, TenantAudit, run_fleet
 from auditor.shard import parse_shard, part_manifest, write_part_manifest
+
+if TYPE_CHECKING:
+    from auditor.graph.capture import Capture
 
 __all__ = [
     "DEFAULT_DEMO_OUT_DIR",
@@ -79,6 +82,8 @@ class AuditOptions:
     max_changes: int | None = None  # --max-changes N: stop writing after N changes
     interactive: bool = False  # a person at a terminal can be asked to confirm
     shard: str | None = None  # --shard K/N: audit only shard K of N and write a part for `auditor merge`
+    capture: Path | None = None  # --capture DIR: record every Graph and token exchange of the run
+    capture_redact: bool = False  # --capture-redact: pseudonymise names, UPNs and mail addresses in it
 
     @property
     def mode(self) -> RunMode:
@@ -125,7 +130,13 @@ def audit(
     tenants = shard.select(selected) if shard is not None else selected
     out_dir = prepare_out_dir(options.out_dir)
     concurrency = options.concurrency or config.run.concurrency
-    tenant_audit = (auditor_factory or _graph_auditor)(config)
+    capture = open_capture(options, config, tenants)
+    if capture is not None and auditor_factory is None:
+        # Every Graph session of the run, the audit's and remediation's, goes through the capture.
+        session_factory = session_factory or capture.session_factory
+        tenant_audit = _graph_auditor(config, session_factory)
+    else:
+        tenant_audit = (auditor_factory or _graph_auditor)(config)
     log.info(
         "Auditing %d of %d tenant(s) from %s (concurrency %d)",
         len(tenants),
@@ -157,6 +168,8 @@ def audit(
                 run, tenants, options, out_dir, stdout, confirm=confirm, session_factory=session_factory
             )
         insights = history.record(run, journal.new_lines())  # never raises for a database failure
+    if capture is not None:
+        stdout.write(f"\nCapture: {capture.close().parent.resolve()}\n")
     # From here on the tenants have been audited (and recorded): nothing may cost the run its summary. A
     # report that cannot be written is exit code 4, the previous reports staying as they were.
     mode = config.reports.file_mode
@@ -302,8 +315,45 @@ def _ask(question: str) -> bool:
     return typer.confirm(question.rstrip(" ?[y/N]") + "?", default=False)
 
 
-def _graph_auditor(config: AuditConfig) -> TenantAudit:
+def _graph_auditor(config: AuditConfig, session_factory: Any = None) -> TenantAudit:
     # Imported here, not at the top: it loads the Graph SDK, which a usage error never needs.
     from auditor.collect import TenantAuditor
 
+    if session_factory is not None:
+        return TenantAuditor(config, session_factory=session_factory)
     return TenantAuditor(config)
+
+
+def open_capture(
+    options: AuditOptions, config: AuditConfig, tenants: Sequence[TenantConfig]
+) -> Capture | None:
+    """The `--capture DIR` recorder (None without it); a directory that cannot take it is a usage error."""
+    if options.capture is None:
+        if options.capture_redact:
+            raise UsageError("--capture-redact only makes sense with --capture DIR", hint="add --capture DIR")
+        return None
+    from auditor import __version__
+    from auditor.graph.capture import Capture, CapturedTenant, CaptureError
+
+    vendor = config.vendor
+    try:
+        return Capture(
+            options.capture,
+            redact=options.capture_redact,
+            tenants=[
+                CapturedTenant(
+                    t.tenant_id, t.name, t.auth.client_id or "", t.auth.method.value, t.price_per_mailbox
+                )
+                for t in tenants
+            ],
+            currency=config.billing.currency,
+            vendor={
+                "app_display_name": vendor.app_display_name,
+                "app_id": vendor.app_id,
+                "publisher_tenant_id": vendor.publisher_tenant_id,
+                "exchange_app_role": vendor.exchange_app_role,
+            },
+            tool_version=__version__,
+        )
+    except CaptureError as exc:
+        raise UsageError(f"--capture: {exc}", hint="give a new or empty directory for the capture") from exc

@@ -108,6 +108,28 @@ def redact(text: str) -> str:
     return text
 
 
+# The words each `_REDACTIONS` pattern cannot match without (lower case where the pattern ignores case):
+# `redact_bulk` runs a pattern only over text holding one of them, cheap on megabytes of plain Graph JSON.
+_REDACTION_WORDS: Final = (
+    ("eyJ",),
+    ("bearer",),
+    ("secret", "assertion", "password", "passwd", "access_token", "refresh_token", "id_token"),
+)
+
+
+def redact_bulk(text: str) -> str:
+    """:func:`redact`, faster on large text: a pattern runs only where its words occur."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    lowered = text.lower()
+    for (pattern, replacement), words in zip(_REDACTIONS, _REDACTION_WORDS, strict=True):
+        haystack = lowered if pattern.flags & re.IGNORECASE else text
+        if any(word in haystack for word in words):
+            text = pattern.sub(replacement, text)
+    return text
+
+
 def permission_hint(permission: str, tenant_label: str, app_label: str = "the auditor app") -> str:
     """Admin-ready hint for a missing Microsoft Graph application permission."""
     return (

@@ -70,6 +70,23 @@ def audit(
             show_default=False,
         ),
     ] = None,
+    capture: Annotated[
+        Path | None,
+        typer.Option(
+            "--capture",
+            metavar="DIR",
+            help="Record every Graph and sign-in exchange per tenant into DIR (new or empty), without tokens "
+            "or secrets, for reproducing a problem (README: Reporting a problem from a real tenant).",
+            show_default=False,
+        ),
+    ] = None,
+    capture_redact: Annotated[
+        bool,
+        typer.Option(
+            "--capture-redact",
+            help="With --capture: replace names, UPNs and mail addresses by stable pseudonyms.",
+        ),
+    ] = False,
     verbose: Verbose = False,
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
@@ -95,6 +112,8 @@ def audit(
         max_changes=max_changes,
         interactive=sys.stdin.isatty() and sys.stdout.isatty(),
         shard=shard,
+        capture=capture,
+        capture_redact=capture_redact,
     )
     with command_context(verbose, log_format):
         outcome = run_audit(options)

@@ -46,8 +46,21 @@ def serve(
     state_dir: Annotated[Path, typer.Option(help="Where the CA, certificates and credentials go.")] = Path(
         ".sim"
     ),
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Serve a capture (`auditor audit --capture DIR`) instead: the same audit gets the same answers.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve identity and Graph over HTTPS until interrupted; prints the URLs and the CA file."""
+    if replay is not None:
+        if fixture is not None or generate is not None:
+            raise typer.BadParameter("--replay DIR serves a capture: give it without --fixture or --generate")
+        _serve_replay(replay, port, state_dir)
+        return
     from auditor.simulator import GraphSimulator
 
     world = _world(fixture, generate)
@@ -79,3 +92,44 @@ def serve(
         pass
     finally:
         sim.stop()
+
+
+def _serve_replay(capture: Path, port: int, state_dir: Path) -> None:
+    from auditor.graph.capture import CaptureError
+    from auditor.simulator.replay import REPLAY_SECRET_ENV, ReplayServer
+
+    try:
+        server = ReplayServer(capture, port=port, state_dir=state_dir)
+    except CaptureError as exc:
+        typer.echo(f"error: --replay: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    server.start()
+    config_file = state_dir / "replay.toml"
+    config_file.write_text(server.config_text() + "\n", encoding="utf-8")
+    env_file = state_dir / "credentials.env"
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:  # the replay checks no credential: any value signs in
+        handle.write(f"export {REPLAY_SECRET_ENV}='replay'\n")
+    manifest = server.manifest
+    typer.echo(
+        f"Replaying {capture} ({len(server.tenants)} tenants, captured {manifest.get('started')}"
+        f"{', redacted' if manifest.get('redacted') else ''})"
+    )
+    typer.echo(f"  authority       {server.authority}")
+    typer.echo(f"  graph endpoint  {server.graph_url}   (requests under /v1.0)")
+    typer.echo(f"  CA bundle       {server.ca_file.resolve()}")
+    typer.echo(f"  audit config    {config_file.resolve()}")
+    typer.echo(f"  credentials     {env_file.resolve()}  (source it)")
+    typer.echo(
+        f"  statistics      {server.origin}/_replay/stats  (misses: requests the capture has no answer for)"
+    )
+    typer.echo(f"Audit it: auditor audit --config {config_file}")
+    typer.echo("Press Ctrl+C to stop.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

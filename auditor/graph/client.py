@@ -89,9 +89,15 @@ def _new_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     return context
 
 
-def make_credential(settings: ConnectionSettings) -> AsyncTokenCredential:
-    """The azure-identity async credential for a tenant's configured method."""
-    common: dict[str, Any] = {"authority": settings.authority}
+def make_credential(
+    settings: ConnectionSettings, *, pipeline_options: dict[str, Any] | None = None
+) -> AsyncTokenCredential:
+    """The azure-identity async credential for a tenant's configured method.
+
+    `pipeline_options` are extra azure-core pipeline keywords for the credential's token requests (e.g.
+    `raw_request_hook`/`raw_response_hook`, which `auditor.graph.capture` uses to record sign-ins).
+    """
+    common: dict[str, Any] = {"authority": settings.authority, **(pipeline_options or {})}
     if settings.ca_bundle is not None:
         common["connection_verify"] = str(settings.ca_bundle)
     if settings.method == "secret":
@@ -120,7 +126,7 @@ def make_credential(settings: ConnectionSettings) -> AsyncTokenCredential:
             token_file_path=str(settings.token_file),
             **common,
         )
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(pipeline_options or {})
     if settings.client_id:
         kwargs["client_id"] = settings.client_id
     return ManagedIdentityCredential(**kwargs)
@@ -367,10 +373,16 @@ class GraphSession:
 
 @asynccontextmanager
 async def open_session(
-    settings: ConnectionSettings, *, event_hooks: dict[str, list[Any]] | None = None
+    settings: ConnectionSettings,
+    *,
+    event_hooks: dict[str, list[Any]] | None = None,
+    pipeline_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[GraphSession]:
-    """Open a credential and a Graph client for one tenant; both are closed on exit."""
-    credential = make_credential(settings)
+    """Open a credential and a Graph client for one tenant; both are closed on exit.
+
+    `event_hooks` observe the Graph traffic (httpx), `pipeline_options` the token requests (azure-core).
+    """
+    credential = make_credential(settings, pipeline_options=pipeline_options)
     try:
         gate = ThrottleGate()
         guard = TenantGuard(settings.tenant_id, settings.graph_endpoint)
