@@ -259,6 +259,7 @@ class ReplayServer:
         lines += [
             "",
             "[auth]",
+            "allow_custom_endpoints = true",  # the replay server stands in for Microsoft's hosts
             'method = "secret"',
             f"client_secret_env = {_toml_string(secret_env)}",
             f"authority = {_toml_string(self.authority)}",
