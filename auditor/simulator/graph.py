@@ -428,6 +428,14 @@ class GraphService:
                             )
                             reply = route.handler(call, **params)
                         reply = self._after(reply, tenant, route_name, method, in_batch=False)
+                        if (
+                            method == "POST"
+                            and route is not None
+                            and reply.status < 300
+                            and self.dice.roll(profile.lost_write_rate)
+                        ):
+                            # The write was applied; the client never hears so (fault mode).
+                            reply = Reply(0, reset=True, fault="lost-answer")
                         # The latency is spent while the request still holds its mailbox slot.
                         await sleep(self._latency(profile) + reply.delay)
                         reply.delay = 0.0
@@ -547,7 +555,11 @@ class GraphService:
                 503: "ServiceUnavailable",
                 504: "GatewayTimeout",
             }
-            headers = {"Retry-After": str(profile.retry_after_seconds)} if status == 503 else {}
+            headers = (
+                {"Retry-After": str(profile.retry_after_seconds)}
+                if status == 503 and profile.error_retry_after
+                else {}
+            )
             return Reply(
                 status,
                 error_body(code.get(status, "UnknownError"), "Internal server error.", ""),
@@ -979,9 +991,16 @@ class GraphService:
             )
         return self.collection(call, items, "appRoleAssignments")
 
-    def _active(self, tenant: TenantState) -> list[dict[str, Any]]:
+    def _active(self, tenant: TenantState, *, replicated: bool = True) -> list[dict[str, Any]]:
+        """Assignments in force; reads (`replicated`) do not yet see those still replicating, while a
+        write's conflict check does (it is decided where the assignment was written)."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return [a for a in tenant.role_assignments if not a.get("_end") or a["_end"] > now]
+        wall = time.time()
+        return [
+            a
+            for a in tenant.role_assignments
+            if (not a.get("_end") or a["_end"] > now) and (not replicated or a.get("_visible_at", 0) <= wall)
+        ]
 
     def sp_transitive_member_of(
         self, call: Call, sp_id: str | None = None, app_id: str | None = None
@@ -1129,7 +1148,7 @@ class GraphService:
                 f"Resource '{body['roleDefinitionId']}' does not exist "
                 "or one of its queried reference-property objects are not present.",
             )
-        for existing in self._active(tenant):
+        for existing in self._active(tenant, replicated=False):
             if (
                 existing["principalId"].lower() == principal_id.lower()
                 and existing["roleDefinitionId"].lower() == body["roleDefinitionId"].lower()
@@ -1150,6 +1169,9 @@ class GraphService:
             "appScopeId": app_scope,
             "condition": None,
         }
+        delay = self._profile(tenant).replication_delay_seconds
+        if delay > 0:
+            created["_visible_at"] = time.time() + delay
         tenant.role_assignments.append(created)
         location = f"{call.base_url}/roleManagement/directory/roleAssignments/{created['id']}"
         return Reply(
