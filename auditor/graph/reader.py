@@ -132,6 +132,7 @@ class GraphReader:
         self.tenant_label = tenant_label
         self.policy = policy or RetryPolicy()
         self._own_deadline = time.monotonic() + self.policy.budget_seconds
+        self._trouble: _Tries | None = None  # the latest request that was throttled or failed
 
     @property
     def app_label(self) -> str:
@@ -161,13 +162,12 @@ class GraphReader:
         admin-ready hint when it cannot get an answer or Graph refuses.
         """
         tries = _Tries()
-        path = "a Graph request"
         while True:
+            info = build()  # the session's throttle gate holds it back while the tenant is paused
+            path = _path(info)
             left = self.time_left()
             if left <= 0:
                 raise self._gave_up(tries, path, deadline=True)
-            info = build()  # the session's throttle gate holds it back while the tenant is paused
-            path = _path(info)
             scope = asyncio.timeout(left)
             try:
                 async with scope:
@@ -188,6 +188,7 @@ class GraphReader:
                 if status == 429 and delay is not None:
                     # Pacing: the gate holds every request of the tenant until Retry-After has passed.
                     tries.throttled += 1
+                    self._trouble = tries
                     log.debug("%s: %s throttled for %g s", self.tenant_label, path, delay)
                     continue
                 kind = "throttled" if status == 429 else "graph"
@@ -217,6 +218,7 @@ class GraphReader:
         now = time.monotonic()
         tries.failures[why] += 1
         tries.kind, tries.last = kind, why
+        self._trouble = tries
         if tries.first_failure is None:
             tries.first_failure = now
         patience = self.policy.patience_seconds
@@ -241,10 +243,13 @@ class GraphReader:
             if deadline
             else f"it kept failing for {self.policy.patience_seconds:g} s"
         )
-        what = (
-            f"Gave up on {path} for tenant {self.tenant_label} after {elapsed:.1f} s: {stop}; "
-            f"{tries.summary()}"
-        )
+        summary = tries.summary()
+        if not tries.kind and not tries.throttled and self._trouble is not None:
+            # This request only waited (behind the tenant's throttling, or its turn): what the tenant
+            # went through is the reason.
+            tries = self._trouble
+            summary = f"it waited behind the tenant's other requests, which met {tries.summary()}"
+        what = f"Gave up on {path} for tenant {self.tenant_label} after {elapsed:.1f} s: {stop}; {summary}"
         timeout_knobs = "run.tenant_timeout_seconds (and run.request_timeout_seconds)"
         if tries.kind in ("throttled",) or (not tries.kind and tries.throttled):
             code, hint = (

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Requests that reach the server within this long after a 429 was sent were already in flight when
@@ -53,9 +53,18 @@ class FaultProfile:
         Retry-After (r/2), dropped connections (r/3), answers slower than the client's time-out (r/10),
         per-item 429 and 503 inside `$batch` (r, r/2), and lost answers to writes that were applied (r).
         `slow_seconds` must exceed the client's per-request time-out (`run.request_timeout_seconds`)."""
+        return cls().mixed(
+            rate, slow_seconds=slow_seconds, replication_delay_seconds=replication_delay_seconds
+        )
+
+    def mixed(
+        self, rate: float, *, slow_seconds: float = 90.0, replication_delay_seconds: float = 0.0
+    ) -> FaultProfile:
+        """This profile (its latency, its mailbox limit) with the fault mode's mix at rate r (see `mix`)."""
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"a fault rate is a fraction from 0 to 1, not {rate!r}")
-        return cls(
+        return replace(
+            self,
             throttle_rate=rate,
             retry_after_seconds=1,
             error_rate=rate / 2,
@@ -65,6 +74,7 @@ class FaultProfile:
             slow_rate=rate / 10,
             slow_seconds=slow_seconds,
             batch_items=True,
+            routes=(),
             lost_write_rate=rate,
             replication_delay_seconds=replication_delay_seconds,
         )
