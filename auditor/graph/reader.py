@@ -28,6 +28,7 @@ The same policy covers paging (each page is a request), the whole `$batch` POST 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -441,7 +442,6 @@ class GraphReader:
         tries: dict[str, _Tries] = {}
         refusals: dict[str, int] = {}
         answers: dict[str, MailboxAnswer] = {}
-        slots = asyncio.Semaphore(MAILBOX_BATCHES_IN_FLIGHT)
 
         def retry_later(uid: str, why: str, delay: float | None = None, status: int = 0) -> None:
             """A failed item: again after a back-off (or its Retry-After), or given up on."""
@@ -492,15 +492,14 @@ class GraphReader:
                 {"id": str(i), "method": "GET", "url": f"/users/{uid}/mailboxSettings?$select=userPurpose"}
                 for i, uid in enumerate(chunk)
             ]
-            async with slots:
-                try:
-                    responses = await self.batch(items, "MailboxSettings.Read")
-                except GraphError as exc:
-                    if exc.code is ErrorCode.AUTH_FAILED:
-                        raise
-                    log.debug("%s: a mailbox $batch failed as a whole: %s", self.tenant_label, exc)
-                    batch_refused(chunk, exc)
-                    return
+            try:
+                responses = await self.batch(items, "MailboxSettings.Read")
+            except GraphError as exc:
+                if exc.code is ErrorCode.AUTH_FAILED:
+                    raise
+                log.debug("%s: a mailbox $batch failed as a whole: %s", self.tenant_label, exc)
+                batch_refused(chunk, exc)
+                return
             for index, uid in enumerate(chunk):
                 item = responses.get(str(index))
                 if item is None:
@@ -534,21 +533,42 @@ class GraphReader:
                     )
                     del pending[uid]
 
-        while pending:
-            left = self.time_left()
-            if left <= 0:
-                why = f"not answered before the tenant's time ran out ({self._budget_name()})"
-                for uid in pending:
-                    answers[uid] = MailboxAnswer(purpose=None, failure=why)
-                pending.clear()
-                break
-            now = time.monotonic()
-            ready = [uid for uid, not_before in pending.items() if not_before <= now]
-            if not ready:
-                await asyncio.sleep(min(left, max(0.0, min(pending.values()) - now)))
-                continue
-            chunks = [ready[i : i + BATCH_LIMIT] for i in range(0, len(ready), BATCH_LIMIT)]
-            await asyncio.gather(*(run_chunk(chunk) for chunk in chunks))
+        in_flight: set[str] = set()
+        # Set when a chunk comes back (its items may be ready again); replaced, never cleared, so that a
+        # worker that looked at the state before the change still sees it.
+        changed = [asyncio.Event()]
+
+        async def worker() -> None:
+            """Takes up to 20 ready items at a time; each of MAILBOX_BATCHES_IN_FLIGHT workers has one
+            $batch in flight, so a slow or throttled batch holds up only its own items."""
+            while self.time_left() > 0:
+                event = changed[0]
+                now = time.monotonic()
+                waiting = [(nb, uid) for uid, nb in pending.items() if uid not in in_flight]
+                if not waiting:
+                    if not in_flight:
+                        return
+                    timeout = self.time_left()
+                else:
+                    chunk = [uid for nb, uid in waiting if nb <= now][:BATCH_LIMIT]
+                    if chunk:
+                        in_flight.update(chunk)
+                        try:
+                            await run_chunk(chunk)
+                        finally:
+                            in_flight.difference_update(chunk)
+                            done, changed[0] = changed[0], asyncio.Event()
+                            done.set()
+                        continue
+                    timeout = min(self.time_left(), min(nb for nb, _ in waiting) - now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), max(0.0, timeout))
+
+        await asyncio.gather(*(worker() for _ in range(MAILBOX_BATCHES_IN_FLIGHT)))
+        if pending:  # the tenant's time ran out
+            why = f"not answered before the tenant's time ran out ({self._budget_name()})"
+            for uid in pending:
+                answers[uid] = MailboxAnswer(purpose=None, failure=why)
         return answers
 
 

@@ -443,7 +443,23 @@ class GraphService:
                         if mailbox:
                             self._leave_mailbox(tenant, app_id)
             else:
-                await sleep(self._latency(profile) + reply.delay)
+                try:
+                    await sleep(self._latency(profile) + reply.delay)
+                except asyncio.CancelledError:  # the client gave up waiting (a slow answer): still counted
+                    self.observer.record(
+                        RequestRecord(
+                            seq,
+                            time.time(),
+                            tenant_id,
+                            app_id,
+                            method,
+                            path,
+                            route_name,
+                            0,
+                            fault=reply.fault,
+                        )
+                    )
+                    raise
                 reply.delay = 0.0
         except GraphError as exc:
             reply = Reply(

@@ -96,17 +96,14 @@ def check_the_demo_verdicts(results: dict[str, TenantResult]) -> None:
 
 @pytest.mark.parametrize(
     ("seeded_sim", "rate"),
-    [
-        (101, 0.10),
-        pytest.param(202, 0.30, marks=pytest.mark.slow),
-        pytest.param(303, 0.30, marks=pytest.mark.slow),
-    ],
+    [(101, 0.10), pytest.param(202, 0.30, marks=pytest.mark.slow)],
     indirect=["seeded_sim"],
 )
 async def test_the_fleet_under_faults_gets_the_clean_run_s_answers(
     seeded_sim: GraphSimulator, tmp_path: Path, rate: float
 ) -> None:
-    config = resilience_config(seeded_sim, tmp_path)
+    # At 30% the largest tenant spends about 100 s honouring Retry-After (each 429 pauses it for 1 s).
+    config = resilience_config(seeded_sim, tmp_path, tenant_timeout=300)
     clean = await run_demo(config)
     check_the_demo_verdicts(clean)
     seeded_sim.reset_observations()
@@ -130,7 +127,8 @@ async def test_the_fleet_under_faults_gets_the_clean_run_s_answers(
 @pytest.mark.slow
 @pytest.mark.parametrize("seeded_sim", [505], indirect=True)
 async def test_at_half_faults_nothing_is_silently_wrong(seeded_sim: GraphSimulator, tmp_path: Path) -> None:
-    config = resilience_config(seeded_sim, tmp_path)
+    # Short on purpose: at 50% the largest tenant cannot finish its census in time and must say so.
+    config = resilience_config(seeded_sim, tmp_path, tenant_timeout=60)
     clean = await run_demo(config)
     seeded_sim.reset_observations()
     with_fault_mode(seeded_sim, 0.5)
