@@ -39,7 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+)
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
@@ -194,7 +200,7 @@ class GraphReader:
                     continue
                 kind = "throttled" if status == 429 else "graph"
                 why, wait = f"{status} {code}".strip(), delay
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, ServiceRequestTimeoutError, ServiceResponseTimeoutError):
                 kind, why, wait = "timeout", self._no_answer(), None
             except (httpx.TransportError, OSError, ServiceRequestError, ServiceResponseError) as exc:
                 if "CERTIFICATE_VERIFY_FAILED" in str(exc):

@@ -246,3 +246,37 @@ async def test_a_failed_batch_as_a_whole_keeps_the_census(
     assert census.unclassified == sum(1 for u in state.users if u.mail) and census.shared == 0
     assert F.MAILBOX_SCAN_INCOMPLETE in result.finding_codes()
     assert "403 on the $batch request as a whole" in census.unclassified_reason
+
+
+async def test_a_failing_sign_in_endpoint_is_retried_within_the_policy(
+    sim_env: GraphSimulator, tmp_path: Path
+) -> None:
+    config = resilience_config(sim_env, tmp_path, tenant_timeout=30, request_timeout=2)
+    contoso = DEMO_TENANTS["contoso"]
+    rule = sim_env.add_fault_rule(
+        FaultRule(
+            route="identity.token", tenant_id=contoso, status=503, message="Service unavailable.", times=4
+        )
+    )
+    results = await run_demo(config, tenants=["contoso"])
+    assert results["contoso"].status is Status.COMPLIANT, results["contoso"].error
+    assert rule.hits == 4
+    # azure-identity's own two retries (three tries) were spent, then the reader's policy tried again.
+    assert sim_env.count(route="identity.token", tenant=contoso) == 5
+
+
+async def test_a_sign_in_endpoint_that_never_answers_times_out_within_the_deadline(
+    sim_env: GraphSimulator, tmp_path: Path
+) -> None:
+    config = resilience_config(sim_env, tmp_path, tenant_timeout=6, request_timeout=1)
+    sim_env.add_fault_rule(
+        FaultRule(route="identity.token", tenant_id=DEMO_TENANTS["coho"], delay_seconds=30, times=10**6)
+    )
+    began = time.monotonic()
+    results = await run_demo(config, tenants=["coho", "contoso"])
+    assert time.monotonic() - began < 6 + 1.5
+    coho = results["coho"]
+    assert coho.status is Status.ERROR and coho.error is not None
+    assert coho.error.code is ErrorCode.TIMEOUT, coho.error
+    assert "no answer within 1 s" in coho.error.message and coho.error.hint
+    assert results["contoso"].status is Status.COMPLIANT
