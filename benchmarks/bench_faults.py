@@ -32,6 +32,7 @@ from auditor.config import AuditConfig, load_config
 from auditor.demo import demo_config_text, demo_fixture_path
 from auditor.graph.client import ConnectionSettings, open_session
 from auditor.model import RunMode, TenantResult
+from auditor.remediation import Journal, apply_plan, plan_remediation
 from auditor.runner import run_fleet
 from auditor.simulator import FaultProfile, GraphSimulator, load_fixture
 
@@ -86,6 +87,31 @@ async def audit(config: AuditConfig, factory: Any = None) -> dict[str, TenantRes
     return {r.tenant_id: r for r in run.tenants}
 
 
+def duplicate_writes(
+    sim: GraphSimulator, config: AuditConfig, results: dict[str, TenantResult], verify_timeout: float
+) -> tuple[int, int, dict[str, int]]:
+    """Remediate what the (faulty) audit planned, under the same faults: tenants written, POSTs sent
+    after one had been applied (must be 0), and the outcomes."""
+    sim.reset_observations()
+    plan = plan_remediation([results[t.tenant_id] for t in config.tenants], config.tenants)
+    with tempfile.TemporaryDirectory() as directory:
+        outcomes = asyncio.run(
+            apply_plan(
+                plan,
+                Journal(Path(directory) / "remediation.jsonl"),
+                verify_timeout=verify_timeout,
+                request_timeout=config.run.request_timeout_seconds,
+            )
+        )
+    duplicates = written = 0
+    for tenant_id in outcomes:
+        sent = [r for r in sim.requests() if r.route == "roleAssignments.create" and r.tenant_id == tenant_id]
+        applied = [i for i, r in enumerate(sent) if r.status == 201 or r.fault == "lost-answer"]
+        written += bool(applied)
+        duplicates += len(sent) - 1 - applied[0] if applied else 0
+    return written, duplicates, dict(Counter(o.action.value for o in outcomes.values()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -95,6 +121,12 @@ def main() -> None:
     parser.add_argument("--request-timeout", type=float, default=2.0, help="run.request_timeout_seconds")
     parser.add_argument("--tenant-timeout", type=float, default=300.0, help="run.tenant_timeout_seconds")
     parser.add_argument("--show-differences", action="store_true", help="print what differs from clean")
+    parser.add_argument(
+        "--remediate", action="store_true", help="also write the fixable tenants, under faults"
+    )
+    parser.add_argument(
+        "--verify-timeout", type=float, default=5.0, help="remediation.verify_timeout_seconds"
+    )
     args = parser.parse_args()
     # The simulator's dropped connections are deliberate; aiohttp would log each with a traceback.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
@@ -133,6 +165,7 @@ def main() -> None:
             results = asyncio.run(audit(config, check.session_factory))
             wall = time.monotonic() - began
             records = sim.requests()
+            writes = duplicate_writes(sim, config, results, args.verify_timeout) if args.remediate else None
             for tenant_id in results:
                 times = [r.time for r in records if r.tenant_id == tenant_id]
                 durations[tenant_id] = (max(times) - min(times)) if times else 0.0
@@ -154,6 +187,11 @@ def main() -> None:
         )
         if rate > 0:
             print("         injected: " + ", ".join(f"{k} {n}" for k, n in injected.most_common()))
+        if writes is not None:
+            print(
+                f"         remediation: {writes[0]} tenant(s) written, outcomes {writes[2]}; "
+                f"duplicate writes (a POST after one was applied): {writes[1]}"
+            )
         for tenant_id, result in results.items():
             if comparable(result) != comparable(clean[tenant_id]):
                 error = f" {result.error.code.value}: {result.error.message[:160]}" if result.error else ""

@@ -160,7 +160,7 @@ def admit_or_agree(key: str, result: TenantResult, clean: TenantResult) -> None:
     assert result.finding_codes() - admitted == clean.finding_codes() - admitted, key
     census, clean_census = result.mailboxes, clean.mailboxes
     assert (census is None) == (clean_census is None), key
-    if census is not None and clean_census is not None and census.to_dict() != clean_census.to_dict():
+    if census is not None and clean_census is not None and census != clean_census:
         assert census.unclassified > 0 and census.unclassified_reason, key
         assert F.MAILBOX_SCAN_INCOMPLETE in result.finding_codes(), key
         assert census.shared <= clean_census.shared <= census.shared + census.unclassified, key
