@@ -217,7 +217,8 @@ class GraphReader:
                     ) from None
                 # azure-identity already retried it (see client.make_credential); the sign-in endpoint
                 # is failing, not the credential.
-                kind, why, wait = "sign-in", f"sign-in endpoint answered {auth_status}", None
+                kind = "throttled" if auth_status == 429 else "sign-in"
+                why, wait = f"sign-in endpoint answered {auth_status}", None
             await self._after_failure(tries, path, kind, why, wait)
 
     async def _after_failure(self, tries: _Tries, path: str, kind: str, why: str, wait: float | None) -> None:
@@ -257,14 +258,17 @@ class GraphReader:
             tries = self._trouble
             summary = f"it waited behind the tenant's other requests, which met {tries.summary()}"
         what = f"Gave up on {path} for tenant {self.tenant_label} after {elapsed:.1f} s: {stop}; {summary}"
-        timeout_knobs = "run.tenant_timeout_seconds (and run.request_timeout_seconds)"
-        if tries.kind in ("throttled",) or (not tries.kind and tries.throttled):
-            code, hint = (
-                ErrorCode.THROTTLED,
-                "Microsoft Graph kept throttling this tenant: re-run later, lower run.concurrency "
+        knobs = "run.tenant_timeout_seconds (and run.request_timeout_seconds)"
+        if tries.kind == "throttled" or (not tries.kind and tries.throttled):
+            # Busy, not down: the advice is to ask less at once.
+            return GraphError(
+                what,
+                code=ErrorCode.THROTTLED,
+                hint="Microsoft Graph kept throttling this tenant: re-run later, lower run.concurrency "
                 "(--concurrency), or raise run.tenant_timeout_seconds.",
+                request_id=tries.request_id,
             )
-        elif tries.kind in ("connect", "network"):
+        if tries.kind in ("connect", "network"):
             code, hint = (
                 ErrorCode.NETWORK_ERROR,
                 "Connections to Microsoft Graph or the sign-in endpoint kept failing: check network access, "
@@ -273,16 +277,19 @@ class GraphReader:
         elif tries.kind in ("graph", "sign-in"):
             code, hint = (
                 ErrorCode.GRAPH_ERROR,
-                f"Microsoft kept answering {tries.last}: check the Microsoft 365 service health page for "
+                f"Microsoft kept failing ({tries.last}): check the Microsoft 365 service health page for "
                 "an incident and re-run later; if it persists, report it with the request-id from the log.",
             )
         else:  # no answer in time, or the deadline passed while waiting
             code, hint = (
                 ErrorCode.TIMEOUT,
                 "Microsoft Graph did not answer in time: check the network path to Graph and the Microsoft "
-                f"365 service health page, then re-run; if the tenant is just slow or large, raise "
-                f"{timeout_knobs}.",
+                f"365 service health page, then re-run; if the tenant is just slow or large, raise {knobs}.",
             )
+        if deadline:
+            # The tenant's time ran out while Graph kept failing: the tenant is down for us, and the
+            # code says so; the message and the hint say what kept failing.
+            code = ErrorCode.TIMEOUT
         return GraphError(what, code=code, hint=hint, request_id=tries.request_id)
 
     def _translate_odata(self, exc: ODataError, permission: str) -> GraphError:

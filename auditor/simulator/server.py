@@ -274,7 +274,9 @@ class GraphSimulator:
             (
                 r
                 for r in self.graph.rules
-                if not r.after and r.matches("identity.token", "POST", tenant, False)
+                if r.route == "identity.token"
+                and not r.after
+                and r.matches("identity.token", "POST", tenant, False)
             ),
             None,
         )

@@ -166,12 +166,27 @@ def admit_or_agree(key: str, result: TenantResult, clean: TenantResult) -> None:
         assert census.shared <= clean_census.shared <= census.shared + census.unclassified, key
 
 
-async def test_a_tenant_that_never_answers_times_out_alone_within_its_deadline(
-    sim_env: GraphSimulator, tmp_path: Path
+@pytest.mark.parametrize(
+    ("down", "said", "advice"),
+    [
+        # never answers: every Graph request hangs far beyond the client's time-out
+        (FaultProfile(slow_rate=1.0, slow_seconds=30), "no answer within 1 s", "did not answer in time"),
+        # answers, but only 503 without Retry-After
+        (
+            FaultProfile(error_rate=1.0, error_statuses=(503,), error_retry_after=False),
+            "503 ServiceUnavailable",
+            "Microsoft kept failing (503 ServiceUnavailable)",
+        ),
+        # drops every connection
+        (FaultProfile(reset_rate=1.0), "connection dropped", "Connections to Microsoft Graph"),
+    ],
+    ids=["never-answers", "always-503", "always-reset"],
+)
+async def test_a_tenant_that_is_down_times_out_alone_within_its_deadline(
+    sim_env: GraphSimulator, tmp_path: Path, down: FaultProfile, said: str, advice: str
 ) -> None:
     config = resilience_config(sim_env, tmp_path, tenant_timeout=6, request_timeout=1)
-    # Every Graph request to Northwind hangs far beyond the client's time-out.
-    sim_env.set_faults(FaultProfile(slow_rate=1.0, slow_seconds=30), DEMO_TENANTS["northwind"])
+    sim_env.set_faults(down, DEMO_TENANTS["northwind"])
     began = time.monotonic()
     results = await run_demo(config, tenants=["northwind", "contoso", "fabrikam"])
     took = time.monotonic() - began
@@ -179,8 +194,10 @@ async def test_a_tenant_that_never_answers_times_out_alone_within_its_deadline(
     northwind = results["northwind"]
     assert northwind.status is Status.ERROR and northwind.error is not None
     assert northwind.error.code is ErrorCode.TIMEOUT, northwind.error
-    assert "no answer within 1 s" in northwind.error.message  # says why, not just "cancelled"
-    assert "run.tenant_timeout_seconds" in northwind.error.hint
+    # It says why: what kept failing, not just "cancelled".
+    assert said in northwind.error.message and "run.tenant_timeout_seconds = 6" in northwind.error.message
+    assert advice in northwind.error.hint
+    assert northwind.billing.monthly_cost is None
     for key in ("contoso", "fabrikam"):
         assert results[key].status is EXPECTED[key][0], (key, results[key].error)
 
