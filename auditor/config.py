@@ -519,17 +519,17 @@ class _Parser:
                 f"must be a positive number of seconds, not {timeout!r}",
                 "e.g. tenant_timeout_seconds = 600",
             )
-        request_timeout = table.get("request_timeout_seconds", 60.0)
+        request_timeout = table.get("request_timeout_seconds", min(60.0, float(timeout)))
         if (
             isinstance(request_timeout, bool)
             or not isinstance(request_timeout, int | float)
             or not math.isfinite(request_timeout)
             or request_timeout <= 0
-            or request_timeout >= timeout
+            or request_timeout > timeout
         ):
             self.fail(
                 "run.request_timeout_seconds",
-                f"must be a positive number of seconds below run.tenant_timeout_seconds ({timeout:g}), "
+                f"must be a positive number of seconds, at most run.tenant_timeout_seconds ({timeout:g}), "
                 f"not {request_timeout!r}",
                 "e.g. request_timeout_seconds = 60 (how long one Graph or sign-in request may go unanswered)",
             )

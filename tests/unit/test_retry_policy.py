@@ -64,6 +64,9 @@ def test_run_limits_default_and_parse(tmp_path: Path) -> None:
     )
     config = load_config(write(tmp_path, text))
     assert config.run.request_timeout_seconds == 2.5 and config.remediation.verify_timeout_seconds == 0.0
+    # Unset, it is 60 s or the tenant's whole time when that is shorter.
+    config = load_config(write(tmp_path, "[run]\ntenant_timeout_seconds = 20\n" + AUTH + TENANT))
+    assert config.run.request_timeout_seconds == 20.0
 
 
 @pytest.mark.parametrize(
@@ -72,9 +75,9 @@ def test_run_limits_default_and_parse(tmp_path: Path) -> None:
         ("[run]\nrequest_timeout_seconds = 0", "run.request_timeout_seconds", "positive number"),
         ("[run]\nrequest_timeout_seconds = true", "run.request_timeout_seconds", "positive number"),
         (
-            "[run]\ntenant_timeout_seconds = 10\nrequest_timeout_seconds = 10",
+            "[run]\ntenant_timeout_seconds = 10\nrequest_timeout_seconds = 11",
             "run.request_timeout_seconds",
-            "below run.tenant_timeout_seconds (10)",
+            "at most run.tenant_timeout_seconds (10)",
         ),
         (
             "[remediation]\nverify_timeout_seconds = -1",
