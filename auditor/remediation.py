@@ -42,7 +42,8 @@ from auditor.model import (
 )
 
 SCOPE: Final = TENANT_WIDE_SCOPE
-WRITE_ATTEMPTS = 3  # POSTs at most, each only after a re-read showed the assignment still absent
+WRITE_ATTEMPTS = 3  # failed POSTs at most, each only after a re-read showed the assignment still absent
+WRITE_THROTTLES_TOLERATED = 10  # 429s on the POST (waited out, not counted as attempts)
 VERIFY_TIMEOUT_SECONDS = 60.0  # remediation.verify_timeout_seconds: how long replication may take
 READ_BACK_FIRST_DELAY = 0.5  # then doubling, up to READ_BACK_MAX_DELAY, within the verify timeout
 READ_BACK_MAX_DELAY = 10.0
@@ -193,8 +194,14 @@ class Applier:
                     RemediationAction.ALREADY_PRESENT, "already present when re-read before writing", existing
                 )
             note = ""
-            for attempt in range(1, WRITE_ATTEMPTS + 1):
+            failed = throttled = 0
+            while failed < WRITE_ATTEMPTS and throttled <= WRITE_THROTTLES_TOLERATED:
+                attempt = failed + throttled + 1
                 answer = await self.writer.create(sp.id, SECURITY_READER_ROLE_ID, SCOPE)
+                # A 429 is pacing (nothing was applied): it does not use up one of the attempts.
+                throttled, failed = (
+                    (throttled + 1, failed) if answer.status == 429 else (throttled, failed + 1)
+                )
                 log(
                     "create",
                     _outcome(answer),
@@ -257,7 +264,11 @@ class Applier:
                         f"Graph answered {answer.status} {answer.code}: {answer.message}", answer.request_id
                     )
                 note = f" (after {answer.status or 'no answer'} on attempt {attempt})"
-            return self._failed(f"no confirmed assignment after {WRITE_ATTEMPTS} attempts", None)
+            return self._failed(
+                f"no confirmed assignment after {failed + throttled} POSTs ({throttled} throttled), each "
+                "sent only after reads showed it absent; re-run to try again",
+                None,
+            )
         except GraphError as exc:
             log("create", "failed", error=f"{exc.code.value}: {exc.message}", request_id=exc.request_id)
             return Remediation(

@@ -110,3 +110,12 @@ async def test_verify_timeout_zero_reads_back_once(tmp_path: Path) -> None:
     outcome = await applier.apply(_entry())
     assert outcome.action is RemediationAction.CREATED_UNVERIFIED
     assert graph.log == ["read", "post", "read"] and clock.slept == []
+
+
+async def test_a_throttled_post_does_not_use_up_the_attempts(tmp_path: Path) -> None:
+    answers = [Answer(429, retry_after=1)] * 4 + [Answer(201, "ra-1")]
+    graph = Replicating(answers, [False] * 4 + [True], lag=0)
+    clock = Clock()
+    outcome = await Applier(graph, graph, Journal(tmp_path / "j"), sleep=clock.sleep).apply(_entry())
+    assert outcome.action is RemediationAction.CREATED, outcome.detail
+    assert graph.posts == 5 and clock.slept.count(1) == 4  # each Retry-After waited out, then one read
