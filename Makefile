@@ -10,7 +10,7 @@ help:
 	@echo "make demo   - set up .venv, start the Graph simulator, audit the demo fleet, print report paths"
 	@echo "make test   - set up .venv and run the whole test suite"
 	@echo "make lint   - ruff (lint + format check) and mypy --strict"
-	@echo "make bench  - benchmarks that print figures (simulator fleet generator, fleet audit)"
+	@echo "make bench  - benchmarks that print figures (simulator fleet generator, fleet audit, fault mode)"
 	@echo "make screenshots - PNG screenshots of the HTML report into docs/ (needs chromium)"
 
 venv: $(STAMP)
@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fleet_generator.py
 	$(BIN)/python benchmarks/bench_audit_fleet.py --tenants 100 --users 500
 	$(BIN)/python benchmarks/bench_capture.py --tenants 10 --users 2000
+	$(BIN)/python benchmarks/bench_faults.py --rates 0 0.1 0.3
 
 screenshots: $(STAMP)
 	$(BIN)/python tools/screenshots.py

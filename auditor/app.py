@@ -165,7 +165,14 @@ def audit(
         run = replace(run, vendor_search=describe_vendor_search(config.vendor))
         if options.remediate:
             run = remediate(
-                run, tenants, options, out_dir, stdout, confirm=confirm, session_factory=session_factory
+                run,
+                tenants,
+                options,
+                out_dir,
+                stdout,
+                confirm=confirm,
+                session_factory=session_factory,
+                limits=(config.remediation.verify_timeout_seconds, config.run.request_timeout_seconds),
             )
         insights = history.record(run, journal.new_lines())  # never raises for a database failure
     if capture is not None:
@@ -240,8 +247,11 @@ def remediate(
     *,
     confirm: Callable[[str], bool] | None = None,
     session_factory: Any = None,
+    limits: tuple[float, float | None] = (60.0, None),
 ) -> RunResult:
-    """Plan the Security Reader fix from the audit, confirm it, apply it, and fold the outcomes into the run."""
+    """Plan the Security Reader fix from the audit, confirm it, apply it, and fold the outcomes into the run.
+
+    `limits`: remediation.verify_timeout_seconds and run.request_timeout_seconds."""
     from auditor.evaluate import apply_remediation
     from auditor.remediation import Journal, apply_plan, plan_remediation, planned_remediation
 
@@ -283,7 +293,14 @@ def remediate(
         }
     else:
         outcomes = asyncio.run(
-            apply_plan(plan, journal, max_changes=options.max_changes, session_factory=session_factory)
+            apply_plan(
+                plan,
+                journal,
+                max_changes=options.max_changes,
+                session_factory=session_factory,
+                verify_timeout=limits[0],
+                request_timeout=limits[1],
+            )
         )
     results = []
     for entry in plan:
@@ -299,6 +316,12 @@ def remediate(
     if counts:
         stdout.write(
             "Remediation: " + ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) + ".\n"
+        )
+    unverified = sum(r.remediation.action is RemediationAction.CREATED_UNVERIFIED for r in results)
+    if unverified:
+        stdout.write(
+            f"{unverified} assignment(s) written but not yet visible (directory replication): those tenants "
+            "stay non_compliant until the next run reads them back. Do not create them again by hand.\n"
         )
     if any(
         r.remediation.action in (RemediationAction.CREATED, RemediationAction.ALREADY_PRESENT)

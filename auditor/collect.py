@@ -461,6 +461,7 @@ class TenantAuditor:
             settings = connection_settings(tenant, self.environ)
         except SettingsError as exc:
             return TenantSnapshot(tenant.name, tenant.tenant_id, datetime.now(UTC), error=exc.error)
+        settings = replace(settings, timeout_seconds=self.config.run.request_timeout_seconds)
         try:
             async with self.session_factory(settings) as session:
                 return await TenantCollector(GraphReader(session, label), tenant, self.config).collect()

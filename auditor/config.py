@@ -46,6 +46,7 @@ __all__ = [
     "AuthMethod",
     "BillingSettings",
     "EffectiveAuth",
+    "RemediationSettings",
     "ReportSettings",
     "RunSettings",
     "TenantConfig",
@@ -94,7 +95,15 @@ class RunSettings:
     """Fleet-level run limits."""
 
     concurrency: int = 8
-    tenant_timeout_seconds: float = 600.0
+    tenant_timeout_seconds: float = 600.0  # the whole audit of one tenant, retries and waits included
+    request_timeout_seconds: float = 60.0  # one HTTP request (Graph or sign-in) without an answer
+
+
+@dataclass(frozen=True)
+class RemediationSettings:
+    """How `--remediate` waits for a new role assignment to become visible (directory replication)."""
+
+    verify_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,7 @@ class AuditConfig:
     vendor: VendorSettings = field(default_factory=VendorSettings)
     billing: BillingSettings = field(default_factory=BillingSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    remediation: RemediationSettings = field(default_factory=RemediationSettings)
     # [history] and [notifications] are validated by the modules that use them (auditor.history,
     # auditor.notify) when a run starts; here they are kept as written.
     history: Mapping[str, Any] = field(default_factory=dict)
@@ -182,6 +192,7 @@ _TOP_KEYS: Final = (
     "auth",
     "remediation_auth",
     "run",
+    "remediation",
     "history",
     "notifications",
     "reports",
@@ -190,7 +201,8 @@ _TOP_KEYS: Final = (
 _REPORTS_KEYS: Final = ("file_mode",)
 _VENDOR_KEYS: Final = ("app_display_name", "app_id", "publisher_tenant_id", "exchange_app_role")
 _BILLING_KEYS: Final = ("price_per_mailbox", "currency")
-_RUN_KEYS: Final = ("concurrency", "tenant_timeout_seconds")
+_RUN_KEYS: Final = ("concurrency", "tenant_timeout_seconds", "request_timeout_seconds")
+_REMEDIATION_KEYS: Final = ("verify_timeout_seconds",)
 _AUTH_KEYS: Final = (
     "method",
     "client_id",
@@ -516,6 +528,7 @@ class _Parser:
                 f"e.g. {_ALLOW_CUSTOM_KEY} = false",
             )
         self.allow_custom_endpoints = allow_custom
+        remediation = self.parse_remediation(self.table(data, "remediation"))
         defaults = self.auth_layer(auth_table, "auth")
         write_defaults = self.auth_layer(self.table(data, "remediation_auth"), "remediation_auth")
 
@@ -538,6 +551,7 @@ class _Parser:
             vendor=vendor,
             billing=billing,
             run=run,
+            remediation=remediation,
             tenants=tenants,
             history=MappingProxyType(dict(self.table(data, "history"))),
             notifications=MappingProxyType(dict(self.table(data, "notifications"))),
@@ -640,7 +654,41 @@ class _Parser:
                 f"must be a positive number of seconds, not {timeout!r}",
                 "e.g. tenant_timeout_seconds = 600",
             )
-        return RunSettings(concurrency=concurrency, tenant_timeout_seconds=float(timeout))
+        request_timeout = table.get("request_timeout_seconds", min(60.0, float(timeout)))
+        if (
+            isinstance(request_timeout, bool)
+            or not isinstance(request_timeout, int | float)
+            or not math.isfinite(request_timeout)
+            or request_timeout <= 0
+            or request_timeout > timeout
+        ):
+            self.fail(
+                "run.request_timeout_seconds",
+                f"must be a positive number of seconds, at most run.tenant_timeout_seconds ({timeout:g}), "
+                f"not {request_timeout!r}",
+                "e.g. request_timeout_seconds = 60 (how long one Graph or sign-in request may go unanswered)",
+            )
+        return RunSettings(
+            concurrency=concurrency,
+            tenant_timeout_seconds=float(timeout),
+            request_timeout_seconds=float(request_timeout),
+        )
+
+    def parse_remediation(self, table: Mapping[str, Any]) -> RemediationSettings:
+        self.check_keys(table, _REMEDIATION_KEYS, "remediation", what="[remediation] section")
+        verify = table.get("verify_timeout_seconds", 60.0)
+        if (
+            isinstance(verify, bool)
+            or not isinstance(verify, int | float)
+            or not math.isfinite(verify)
+            or not 0 <= verify <= 3600
+        ):
+            self.fail(
+                "remediation.verify_timeout_seconds",
+                f"must be a number of seconds from 0 to 3600, not {verify!r}",
+                "e.g. verify_timeout_seconds = 60 (how long to wait for a new assignment to be readable)",
+            )
+        return RemediationSettings(verify_timeout_seconds=float(verify))
 
     def parse_tenant(
         self,

@@ -132,6 +132,9 @@ class RemediationAction(StrEnum):
     NONE = "none"
     PLANNED = "planned"
     CREATED = "created"
+    # Written (Graph accepted it, or said it already exists) but not yet visible to reads after
+    # remediation.verify_timeout_seconds of directory replication; the next run confirms it.
+    CREATED_UNVERIFIED = "created_unverified"
     ALREADY_PRESENT = "already_present"
     REFUSED = "refused"
     FAILED = "failed"

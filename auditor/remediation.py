@@ -4,6 +4,17 @@ The only change this tool ever makes is one active Security Reader assignment at
 service principal the audit identified (DESIGN §3.5). The plan is pure (`plan_remediation`); applying
 an entry re-reads first, posts once, re-reads after any doubtful answer instead of retrying blindly,
 verifies by reading back, and journals every attempt.
+
+Reads filter role assignments by `principalId` only (a documented filter) and match the role and scope
+in code. A new assignment can take a while to be visible to reads (directory replication, no documented
+bound; ../shared/graph-api-notes.md), so the read-back waits with back-off for up to
+`remediation.verify_timeout_seconds`. A write Graph accepted that is still invisible then is
+`created_unverified`: never a failure that invites a second write; the next run confirms it. The tenant
+stays `non_compliant` meanwhile (`remediated` needs the read-back): the gap is not confirmed closed.
+
+At most once: a POST is only ever repeated after reads over the whole verify window showed the
+assignment absent (a 429, or an answer lost before the write was applied), and never after a 201 or a
+conflict.
 """
 
 from __future__ import annotations
@@ -11,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -30,9 +42,11 @@ from auditor.model import (
 )
 
 SCOPE: Final = TENANT_WIDE_SCOPE
-WRITE_ATTEMPTS = 3  # POSTs at most, each only after a re-read showed the assignment still absent
-READ_BACK_TRIES = 4  # role assignments can take a moment to replicate
-READ_BACK_DELAY = 0.5
+WRITE_ATTEMPTS = 3  # failed POSTs at most, each only after a re-read showed the assignment still absent
+WRITE_THROTTLES_TOLERATED = 10  # 429s on the POST (waited out, not counted as attempts)
+VERIFY_TIMEOUT_SECONDS = 60.0  # remediation.verify_timeout_seconds: how long replication may take
+READ_BACK_FIRST_DELAY = 0.5  # then doubling, up to READ_BACK_MAX_DELAY, within the verify timeout
+READ_BACK_MAX_DELAY = 10.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,7 @@ class Applier:
     writer: RoleWriter
     journal: Journal
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    verify_timeout: float = VERIFY_TIMEOUT_SECONDS
 
     async def apply(self, entry: PlanEntry) -> Remediation:
         assert entry.target is not None and entry.action is RemediationAction.PLANNED
@@ -179,8 +194,14 @@ class Applier:
                     RemediationAction.ALREADY_PRESENT, "already present when re-read before writing", existing
                 )
             note = ""
-            for attempt in range(1, WRITE_ATTEMPTS + 1):
+            failed = throttled = 0
+            while failed < WRITE_ATTEMPTS and throttled <= WRITE_THROTTLES_TOLERATED:
+                attempt = failed + throttled + 1
                 answer = await self.writer.create(sp.id, SECURITY_READER_ROLE_ID, SCOPE)
+                # A 429 is pacing (nothing was applied): it does not use up one of the attempts.
+                throttled, failed = (
+                    (throttled + 1, failed) if answer.status == 429 else (throttled, failed + 1)
+                )
                 log(
                     "create",
                     _outcome(answer),
@@ -190,24 +211,34 @@ class Applier:
                     error=None if answer.created else f"{answer.code}: {answer.message}",
                 )
                 if answer.created:
-                    verified = await self._read_back(sp.id)
+                    try:
+                        verified, waited = await self._read_back(sp.id)
+                    except GraphError as exc:  # it was written: never a failure that invites a rewrite
+                        log("verify", "created_unverified", error=f"{exc.code.value}: {exc.message}")
+                        return self._unverified(
+                            f"Graph created the assignment (201) but reading it back failed ({exc.code.value}); "
+                            "the next run confirms it",
+                            answer.request_id,
+                        )
                     if verified:
-                        log("verify", "created", assignment_id=verified)
+                        log("verify", "created", assignment_id=verified, waited_seconds=round(waited, 1))
                         return self._done(
                             RemediationAction.CREATED,
                             f"created and read back{note}",
                             verified,
                             answer.request_id,
                         )
-                    log("verify", "failed", error="not visible after creation")
-                    return self._failed(
-                        "Graph accepted the assignment but it could not be read back; re-run to check",
+                    log("verify", "created_unverified", waited_seconds=round(waited, 1))
+                    return self._unverified(
+                        f"Graph created the assignment (201) but it was not yet visible after {waited:.0f} s "
+                        "(directory replication); the next run confirms it. Do not create it again by hand",
                         answer.request_id,
                     )
                 # A conflict, a lost answer or a 5xx: the assignment may exist now. Look before anything else.
                 if answer.retry_after:
                     await self.sleep(answer.retry_after)
-                verified = await self._read_back(sp.id, tries=1 if answer.status == 429 else READ_BACK_TRIES)
+                # A 429 was not applied: one read suffices. Anything else may have been: wait out replication.
+                verified, waited = await self._read_back(sp.id, within=0.0 if answer.status == 429 else None)
                 if verified:
                     action = (
                         RemediationAction.ALREADY_PRESENT if answer.conflict else RemediationAction.CREATED
@@ -219,12 +250,25 @@ class Applier:
                     )
                     log("verify", action.value, assignment_id=verified)
                     return self._done(action, detail, verified, answer.request_id)
-                if answer.conflict or not (answer.unknown_outcome or answer.status == 429):
+                if answer.conflict:
+                    # Graph says it exists (an earlier attempt of ours, or someone else's) but reads do not
+                    # show it yet: written, not verified; writing again could only conflict again.
+                    log("verify", "created_unverified", waited_seconds=round(waited, 1))
+                    return self._unverified(
+                        f"Graph answered that the assignment already exists, but it was not yet visible after "
+                        f"{waited:.0f} s (directory replication); the next run confirms it",
+                        answer.request_id,
+                    )
+                if not (answer.unknown_outcome or answer.status == 429):
                     return self._failed(
                         f"Graph answered {answer.status} {answer.code}: {answer.message}", answer.request_id
                     )
                 note = f" (after {answer.status or 'no answer'} on attempt {attempt})"
-            return self._failed(f"no confirmed assignment after {WRITE_ATTEMPTS} attempts", None)
+            return self._failed(
+                f"no confirmed assignment after {failed + throttled} POSTs ({throttled} throttled), each "
+                "sent only after reads showed it absent; re-run to try again",
+                None,
+            )
         except GraphError as exc:
             log("create", "failed", error=f"{exc.code.value}: {exc.message}", request_id=exc.request_id)
             return Remediation(
@@ -235,10 +279,9 @@ class Applier:
             )
 
     async def _existing(self, principal_id: str) -> str | None:
-        odata_filter = (
-            f"principalId eq '{principal_id}' and roleDefinitionId eq '{SECURITY_READER_ROLE_ID}' "
-            f"and directoryScopeId eq '{SCOPE}'"
-        )
+        # principalId eq is documented for roleAssignments; the role and scope are matched here (the
+        # combined `and` filter is not documented and has been refused by Graph).
+        odata_filter = f"principalId eq '{principal_id}'"
         for item in await self.reader.role_assignments(odata_filter):
             if (
                 str(item.get("principalId", "")).lower() == principal_id.lower()
@@ -248,14 +291,22 @@ class Applier:
                 return str(item.get("id"))
         return None
 
-    async def _read_back(self, principal_id: str, tries: int = READ_BACK_TRIES) -> str | None:
-        for attempt in range(tries):
+    async def _read_back(self, principal_id: str, within: float | None = None) -> tuple[str | None, float]:
+        """Read until the assignment shows or `within` seconds (default: the verify timeout) have passed,
+        backing off between reads; returns its id (or None) and how long it waited."""
+        limit = self.verify_timeout if within is None else within
+        began = time.monotonic()
+        slept = 0.0
+        delay = READ_BACK_FIRST_DELAY
+        while True:
             found = await self._existing(principal_id)
-            if found:
-                return found
-            if attempt + 1 < tries:
-                await self.sleep(READ_BACK_DELAY * (attempt + 1))
-        return None
+            waited = max(slept, time.monotonic() - began)
+            if found or waited >= limit:
+                return found, waited
+            pause = min(delay, limit - waited)
+            await self.sleep(pause)
+            slept += pause
+            delay = min(READ_BACK_MAX_DELAY, delay * 2)
 
     @staticmethod
     def _done(
@@ -263,6 +314,12 @@ class Applier:
     ) -> Remediation:
         return Remediation(
             action, detail, role_assignment_id=assignment_id, request_id=request_id, at=datetime.now(UTC)
+        )
+
+    @staticmethod
+    def _unverified(detail: str, request_id: str | None) -> Remediation:
+        return Remediation(
+            RemediationAction.CREATED_UNVERIFIED, detail, request_id=request_id, at=datetime.now(UTC)
         )
 
     @staticmethod
@@ -298,6 +355,8 @@ async def apply_plan(
     concurrency: int = 4,
     session_factory: Any = None,
     environ: dict[str, str] | None = None,
+    verify_timeout: float = VERIFY_TIMEOUT_SECONDS,
+    request_timeout: float | None = None,
 ) -> dict[str, Remediation]:
     """Apply the planned entries (at most `max_changes` of them); returns each planned tenant's outcome.
 
@@ -324,6 +383,8 @@ async def apply_plan(
         async with slots:
             try:
                 settings = connection_settings(entry.tenant, environ, auth=entry.tenant.remediation_auth)
+                if request_timeout is not None:
+                    settings = replace(settings, timeout_seconds=request_timeout)
             except SettingsError as exc:
                 journal.append(
                     {
@@ -339,7 +400,10 @@ async def apply_plan(
             try:
                 async with factory(settings) as session:
                     applier = Applier(
-                        GraphReader(session, label), RoleAssignmentWriter(session, label), journal
+                        GraphReader(session, label),
+                        RoleAssignmentWriter(session, label),
+                        journal,
+                        verify_timeout=verify_timeout,
                     )
                     outcomes[entry.tenant.tenant_id] = await applier.apply(entry)
             except (ValueError, OSError) as exc:

@@ -8,7 +8,9 @@ does, one result per tenant in config order:
 * a tenant that raises becomes that tenant's ``error`` result (never a crash of the run, never a
   traceback in a report: the traceback goes to the debug log);
 * a tenant that runs past ``tenant_timeout`` is cancelled and becomes an ``error`` result with code
-  ``TIMEOUT``.
+  ``TIMEOUT``. Before that, the tenant's own retries see the deadline (``auditor.deadline``) a little
+  earlier, so a tenant whose Graph keeps failing gives up by itself and says what kept failing; the
+  cancellation is the backstop for anything that ignores it.
 
 Progress is reported through the small :class:`Progress` interface; the terminal and log
 implementations live in :mod:`auditor.output`.
@@ -26,6 +28,7 @@ from typing import Protocol, TypeAlias
 
 from auditor import __version__
 from auditor.config import TenantConfig
+from auditor.deadline import tenant_deadline
 from auditor.errors import AuditorError, ErrorCode, TenantError
 from auditor.model import RunMode, RunResult, TenantResult, error_result, internal_error
 
@@ -120,8 +123,9 @@ async def audit_tenant_isolated(
     label = tenant.label
     deadline = asyncio.timeout(tenant_timeout)
     try:
-        async with deadline:
-            return await audit(tenant)
+        with tenant_deadline(tenant_timeout - give_up_margin(tenant_timeout), budget=tenant_timeout):
+            async with deadline:
+                return await audit(tenant)
     except TimeoutError as exc:
         if not deadline.expired():
             # A TimeoutError from inside the audit (a socket, a lock): not our deadline, so a bug upstream.
@@ -138,8 +142,8 @@ async def audit_tenant_isolated(
             TenantError(
                 ErrorCode.TIMEOUT,
                 f"{label}: the audit did not finish within {tenant_timeout:g} s and was cancelled",
-                "Re-run; if it keeps timing out raise run.tenant_timeout_seconds in the config or "
-                "check the tenant for throttling.",
+                "Re-run; if it keeps timing out raise run.tenant_timeout_seconds in the config, and check "
+                "the network path to Microsoft Graph and the Microsoft 365 service health page.",
             ),
         )
     except AuditorError as exc:
@@ -153,6 +157,11 @@ async def audit_tenant_isolated(
         return _failed(tenant, currency, exc.to_tenant_error())
     except Exception as exc:
         return _failed(tenant, currency, _unexpected(label, exc))
+
+
+def give_up_margin(tenant_timeout: float) -> float:
+    """How long before the hard cancellation the tenant's retries stop: time to report what failed."""
+    return min(2.0, 0.05 * tenant_timeout)
 
 
 def _unexpected(label: str, exc: BaseException) -> TenantError:

@@ -54,6 +54,23 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    faults: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Fault mode: inject Graph's misbehaviour at this rate (0.1 = 10%): 429 with Retry-After, "
+            "503 (r/2), dropped connections (r/3), slow answers (r/10), per-item 429/503 in $batch, lost "
+            "answers to applied writes.",
+        ),
+    ] = 0.0,
+    fault_seed: Annotated[int, typer.Option(help="Seed of the fault dice, to repeat a run exactly.")] = 0,
+    slow_seconds: Annotated[
+        float, typer.Option(min=0.0, help="How long a slow answer takes (beyond the client's time-out).")
+    ] = 90.0,
+    replication_delay: Annotated[
+        float, typer.Option(min=0.0, help="Seconds a new role assignment stays invisible to reads.")
+    ] = 0.0,
 ) -> None:
     """Serve identity and Graph over HTTPS until interrupted; prints the URLs and the CA file."""
     if replay is not None:
@@ -61,10 +78,15 @@ def serve(
             raise typer.BadParameter("--replay DIR serves a capture: give it without --fixture or --generate")
         _serve_replay(replay, port, state_dir)
         return
-    from auditor.simulator import GraphSimulator
+    from auditor.simulator import FaultProfile, GraphSimulator
 
     world = _world(fixture, generate)
-    sim = GraphSimulator(world, port=port, state_dir=state_dir).start()
+    if faults > 0 or replication_delay > 0:
+        base = world.default_faults if isinstance(world.default_faults, FaultProfile) else FaultProfile()
+        world.default_faults = base.mixed(
+            faults, slow_seconds=slow_seconds, replication_delay_seconds=replication_delay
+        )
+    sim = GraphSimulator(world, port=port, state_dir=state_dir, seed=fault_seed).start()
     env_file = state_dir / "credentials.env"
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -83,6 +105,10 @@ def serve(
         )
     typer.echo(f"  credentials     {env_file.resolve()}  (source it; owner-only file)")
     typer.echo(f"  statistics      {sim.origin}/_simulator/stats")
+    if faults > 0:
+        typer.echo(f"  fault mode      rate {faults:g}, seed {fault_seed}, slow answers {slow_seconds:g} s")
+    if replication_delay > 0:
+        typer.echo(f"  replication     new role assignments visible after {replication_delay:g} s")
     typer.echo("Press Ctrl+C to stop.")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -97,7 +97,11 @@ def make_credential(
     `pipeline_options` are extra azure-core pipeline keywords for the credential's token requests (e.g.
     `raw_request_hook`/`raw_response_hook`, which `auditor.graph.capture` uses to record sign-ins).
     """
-    common: dict[str, Any] = {"authority": settings.authority, **(pipeline_options or {})}
+    common: dict[str, Any] = {
+        "authority": settings.authority,
+        **_token_pipeline(settings),
+        **(pipeline_options or {}),
+    }
     if settings.ca_bundle is not None:
         common["connection_verify"] = str(settings.ca_bundle)
     if settings.method == "secret":
@@ -132,6 +136,25 @@ def make_credential(
     return ManagedIdentityCredential(**kwargs)
 
 
+def _token_pipeline(settings: ConnectionSettings) -> dict[str, Any]:
+    """azure-core pipeline settings for the credential's token requests.
+
+    azure-identity sends token requests through azure-core's RetryPolicy, which by default retries a
+    POST up to 10 times (3 on status 408/429/5xx, 3 on connection and 3 on read errors, honouring
+    Retry-After, backing off 0.8 s x 2^n up to 120 s) with 300 s connection and read time-outs: one
+    token could take most of an hour to fail. Here the credential gets the run's per-request time-out
+    and two quick retries of its own; anything beyond that is the reader's RetryPolicy, inside the
+    tenant's deadline, so a sign-in endpoint that is down costs bounded time like Graph does.
+    """
+    return {
+        "connection_timeout": min(30.0, settings.timeout_seconds),
+        "read_timeout": settings.timeout_seconds,
+        "retry_total": 2,
+        "retry_backoff_factor": 0.5,
+        "retry_backoff_max": 8,
+    }
+
+
 class ThrottleGate:
     """A tenant-wide pause: after a 429, no request of this tenant leaves before Retry-After has passed.
 
@@ -154,12 +177,12 @@ class ThrottleGate:
         await self.wait()
 
     async def on_response(self, response: httpx.Response) -> None:
+        # A 429 without Retry-After pauses nothing: the request that got it backs off exponentially with
+        # jitter like any other failure (the reader's RetryPolicy), as Graph's throttling guidance asks.
         if response.status_code == 429:
             seconds = retry_after_seconds(response.headers)
-            self.pause(seconds if seconds is not None else DEFAULT_THROTTLE_PAUSE)
-
-
-DEFAULT_THROTTLE_PAUSE = 5.0  # a 429 without Retry-After: pause the tenant this long before anything else
+            if seconds is not None:
+                self.pause(seconds)
 
 
 def retry_after_seconds(headers: Any) -> float | None:

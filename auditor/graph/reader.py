@@ -8,21 +8,44 @@ Why our own retries: the SDK retries each request on its own, so while one reque
 Retry-After, its siblings keep hitting the throttled tenant. Here a 429 pauses the whole tenant
 (`ThrottleGate`) until its Retry-After has passed, and `$batch` items throttled inside a 200 envelope
 are re-queued after their own Retry-After.
+
+The retry policy is one of time, not of counts (`RetryPolicy`):
+
+* a 429 with Retry-After is pacing, not failure: the tenant waits it out and tries again, as often as
+  Graph asks, without using up anything;
+* a failure (5xx, a reset or dropped connection, no answer within `run.request_timeout_seconds`, a 429
+  without Retry-After, a 5xx from the sign-in endpoint) is retried after an exponential back-off with
+  full jitter; a 503 that names a Retry-After waits that long instead;
+* one request keeps retrying failures for at most `patience_seconds` from its first failure (so one
+  broken mailbox cannot use up the tenant), and nothing is retried past the tenant's deadline
+  (`run.tenant_timeout_seconds`, `auditor.deadline`): the reader then gives up with a code that says
+  what kept failing (TIMEOUT, THROTTLED, NETWORK_ERROR or GRAPH_ERROR) and a hint, before the runner
+  has to cancel the tenant.
+
+The same policy covers paging (each page is a request), the whole `$batch` POST and each of its items.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+)
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
@@ -42,6 +65,7 @@ from msgraph.generated.service_principals.service_principals_request_builder imp
 )
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
+from auditor.deadline import current_deadline
 from auditor.errors import ErrorCode, GraphError, permission_hint, redact
 
 from .client import GraphSession, graph_origin, retry_after_seconds, send_for_bytes
@@ -51,17 +75,49 @@ log = logging.getLogger(__name__)
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 BATCH_LIMIT = 20
 MAILBOX_BATCHES_IN_FLIGHT = 4  # Outlook's concurrency limit per app and mailbox owner
+# A $batch POST refused as a whole (400/403/424 and the like, not a transient status) is tried this many
+# times for its items before they are left unclassified: the envelope carries no verdict on any item.
+BATCH_REFUSALS_TOLERATED = 3
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 6  # 429/5xx answers tolerated per request before giving up
-    timeouts: int = 3  # time-outs tolerated per request
-    base_delay: float = 0.5  # back-off when no Retry-After is given: base * 2**n, plus jitter
+    """When to try again: by time, not by count (see the module's docstring)."""
+
+    budget_seconds: float = 600.0  # the tenant's time when no run deadline is set (auditor.deadline)
+    patience_seconds: float = 120.0  # how long one request keeps retrying failures (throttling is free)
+    connect_patience_seconds: float = 20.0  # ... when the endpoint could not be reached at all
+    base_delay: float = 0.5  # full-jitter back-off: uniform(0, min(max_delay, base_delay * 2**n))
     max_delay: float = 30.0
 
-    def backoff(self, attempt: int) -> float:
-        return float(min(self.max_delay, self.base_delay * 2**attempt)) + random.uniform(0, 0.25)
+    def backoff(self, failures: int) -> float:
+        """The wait before retry number `failures + 1` after a failure: exponential back-off with full
+        jitter (every client backs off by a different amount, so a fleet does not retry in step)."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** min(failures, 30)))
+
+
+@dataclass
+class _Tries:
+    """What happened to one request (or one $batch item) so far."""
+
+    started: float = field(default_factory=time.monotonic)
+    first_failure: float | None = None
+    failures: Counter[str] = field(default_factory=Counter)  # why -> how often
+    throttled: int = 0
+    kind: str = ""  # of the last failure: throttled, timeout, connect, network, graph, sign-in
+    last: str = ""  # the last failure, as a person reads it
+    answered: bool = False  # the endpoint answered at least once (so it is reachable)
+    request_id: str | None = None
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    def summary(self) -> str:
+        parts = [f"{n} x {why}" for why, n in self.failures.most_common()]
+        if self.throttled:
+            parts.append(f"{self.throttled} x 429 with Retry-After (waited out)")
+        return ", ".join(parts) or "no answer yet"
 
 
 # A hybrid tenant's mailbox hosted in on-premises Exchange answers with one of these (graph-api-notes,
@@ -126,57 +182,159 @@ class GraphReader:
         self.client = session.client
         self.tenant_label = tenant_label
         self.policy = policy or RetryPolicy()
+        self._own_deadline = time.monotonic() + self.policy.budget_seconds
+        self._trouble: _Tries | None = None  # the latest request that was throttled or failed
 
     @property
     def app_label(self) -> str:
         return f"the auditor app (client id {self.session.settings.client_id})"
+
+    # --- time -----------------------------------------------------------------------------------------
+
+    def time_left(self) -> float:
+        """Seconds until this tenant's retries must stop (the run's deadline, else the policy's budget)."""
+        own = self._own_deadline - time.monotonic()
+        deadline = current_deadline()
+        return own if deadline is None else min(own, deadline.left())
+
+    def _budget_name(self) -> str:
+        deadline = current_deadline()
+        if deadline is not None:
+            return f"run.tenant_timeout_seconds = {deadline.seconds:g}"
+        return f"{self.policy.budget_seconds:g} s"
 
     # --- the one way a request is sent --------------------------------------------------------------
 
     async def send(self, build: Callable[[], RequestInformation], permission: str) -> dict[str, Any]:
         """Send a request (built afresh for every attempt) and return its JSON body.
 
-        Retries 429/5xx (waiting out Retry-After, tenant-wide for 429), connection resets and time-outs;
-        raises GraphError with a code and an admin-ready hint when it cannot get an answer.
+        Waits out every 429's Retry-After (tenant-wide), retries failures with back-off for as long as the
+        policy's patience and the tenant's deadline allow, and raises GraphError with a code and an
+        admin-ready hint when it cannot get an answer or Graph refuses.
         """
-        attempt = timeouts = 0
+        tries = _Tries()
         while True:
             info = build()  # the session's throttle gate holds it back while the tenant is paused
+            path = _path(info)
+            left = self.time_left()
+            if left <= 0:
+                raise self._gave_up(tries, path, deadline=True)
+            scope = asyncio.timeout(left)
             try:
-                raw = await send_for_bytes(self.client, info)
+                async with scope:
+                    raw = await send_for_bytes(self.client, info)
                 return dict(json.loads(raw)) if raw else {}
+            except TimeoutError:
+                if scope.expired():  # the tenant's deadline, not the request's time-out
+                    raise self._gave_up(tries, path, deadline=True) from None
+                kind, why, wait = "timeout", self._no_answer(), None
             except ODataError as exc:
                 status = exc.response_status_code or 0
-                if status in TRANSIENT_STATUSES and attempt + 1 < self.policy.attempts:
-                    delay = retry_after_seconds(exc.response_headers)
-                    if status != 429:  # a 429 has already paused the whole tenant (ThrottleGate)
-                        await asyncio.sleep(delay if delay is not None else self.policy.backoff(attempt))
-                    attempt += 1
-                    log.debug("%s: %s answered %s, retry %d", self.tenant_label, _path(info), status, attempt)
+                tries.answered = True
+                tries.request_id = _odata_request_id(exc) or tries.request_id
+                if status not in TRANSIENT_STATUSES:
+                    raise self._translate_odata(exc, permission) from None
+                delay = retry_after_seconds(exc.response_headers)
+                code = exc.error.code if exc.error and exc.error.code else ""
+                if status == 429 and delay is not None:
+                    # Pacing: the gate holds every request of the tenant until Retry-After has passed.
+                    tries.throttled += 1
+                    self._trouble = tries
+                    log.debug("%s: %s throttled for %g s", self.tenant_label, path, delay)
                     continue
-                raise self._translate_odata(exc, permission) from None
-            except httpx.TimeoutException:
-                timeouts += 1
-                if timeouts < self.policy.timeouts:
-                    continue
-                raise GraphError(
-                    f"Microsoft Graph did not answer {_path(info)} in time ({timeouts} attempts) for tenant "
-                    f"{self.tenant_label}.",
-                    code=ErrorCode.TIMEOUT,
-                ) from None
-            except (httpx.TransportError, OSError) as exc:
-                if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                kind = "throttled" if status == 429 else "graph"
+                why, wait = f"{status} {code}".strip(), delay
+            except (httpx.TimeoutException, ServiceRequestTimeoutError, ServiceResponseTimeoutError):
+                kind, why, wait = "timeout", self._no_answer(), None
+            except (httpx.TransportError, OSError, ServiceRequestError, ServiceResponseError) as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                     raise _network_error(exc, self.tenant_label) from None
-                if attempt + 1 < self.policy.attempts:
-                    await asyncio.sleep(self.policy.backoff(attempt))
-                    attempt += 1
-                    continue
-                raise _network_error(exc, self.tenant_label) from None
+                connect = isinstance(exc, (httpx.ConnectError, ServiceRequestError))
+                kind = "connect" if connect else "network"
+                why, wait = _transport_why(exc), None
             except ClientAuthenticationError as exc:
-                settings = self.session.settings
-                raise translate_auth_error(
-                    exc, settings.client_id, self.tenant_label, settings.tenant_id
-                ) from None
+                auth_status = getattr(getattr(exc, "response", None), "status_code", None)
+                if auth_status not in TRANSIENT_STATUSES:
+                    settings = self.session.settings
+                    raise translate_auth_error(
+                        exc, settings.client_id, self.tenant_label, settings.tenant_id
+                    ) from None
+                # azure-identity already retried it (see client.make_credential); the sign-in endpoint
+                # is failing, not the credential.
+                kind = "throttled" if auth_status == 429 else "sign-in"
+                why, wait = f"sign-in endpoint answered {auth_status}", None
+            await self._after_failure(tries, path, kind, why, wait)
+
+    async def _after_failure(self, tries: _Tries, path: str, kind: str, why: str, wait: float | None) -> None:
+        """Count a failure, then wait before the next try, or raise when patience or time has run out."""
+        now = time.monotonic()
+        tries.failures[why] += 1
+        tries.kind, tries.last = kind, why
+        self._trouble = tries
+        if tries.first_failure is None:
+            tries.first_failure = now
+        patience = self.policy.patience_seconds
+        if kind == "connect" and not tries.answered:
+            patience = min(patience, self.policy.connect_patience_seconds)
+        if now - tries.first_failure >= patience:
+            raise self._gave_up(tries, path, deadline=False)
+        delay = wait if wait is not None else self.policy.backoff(tries.failed - 1)
+        if delay >= self.time_left():
+            raise self._gave_up(tries, path, deadline=True)
+        log.debug("%s: %s failed (%s), retry in %.2f s", self.tenant_label, path, why, delay)
+        await asyncio.sleep(delay)
+
+    def _no_answer(self) -> str:
+        return f"no answer within {self.session.settings.timeout_seconds:g} s"
+
+    def _gave_up(self, tries: _Tries, path: str, *, deadline: bool) -> GraphError:
+        """The error for a request that could not be answered: the code names what kept failing."""
+        elapsed = time.monotonic() - tries.started
+        stop = (
+            f"the tenant's time ran out ({self._budget_name()})"
+            if deadline
+            else f"it kept failing for {self.policy.patience_seconds:g} s"
+        )
+        summary = tries.summary()
+        if not tries.kind and not tries.throttled and self._trouble is not None:
+            # This request only waited (behind the tenant's throttling, or its turn): what the tenant
+            # went through is the reason.
+            tries = self._trouble
+            summary = f"it waited behind the tenant's other requests, which met {tries.summary()}"
+        what = f"Gave up on {path} for tenant {self.tenant_label} after {elapsed:.1f} s: {stop}; {summary}"
+        knobs = "run.tenant_timeout_seconds (and run.request_timeout_seconds)"
+        if tries.kind == "throttled" or (not tries.kind and tries.throttled):
+            # Busy, not down: the advice is to ask less at once.
+            return GraphError(
+                what,
+                code=ErrorCode.THROTTLED,
+                hint="Microsoft Graph kept throttling this tenant: re-run later, lower run.concurrency "
+                "(--concurrency), or raise run.tenant_timeout_seconds.",
+                request_id=tries.request_id,
+            )
+        if tries.kind in ("connect", "network"):
+            code, hint = (
+                ErrorCode.NETWORK_ERROR,
+                "Connections to Microsoft Graph or the sign-in endpoint kept failing: check network access, "
+                "proxy and firewall to both endpoints, then re-run.",
+            )
+        elif tries.kind in ("graph", "sign-in"):
+            code, hint = (
+                ErrorCode.GRAPH_ERROR,
+                f"Microsoft kept failing ({tries.last}): check the Microsoft 365 service health page for "
+                "an incident and re-run later; if it persists, report it with the request-id from the log.",
+            )
+        else:  # no answer in time, or the deadline passed while waiting
+            code, hint = (
+                ErrorCode.TIMEOUT,
+                "Microsoft Graph did not answer in time: check the network path to Graph and the Microsoft "
+                f"365 service health page, then re-run; if the tenant is just slow or large, raise {knobs}.",
+            )
+        if deadline:
+            # The tenant's time ran out while Graph kept failing: the tenant is down for us, and the
+            # code says so; the message and the hint say what kept failing.
+            code = ErrorCode.TIMEOUT
+        return GraphError(what, code=code, hint=hint, request_id=tries.request_id)
 
     def _translate_odata(self, exc: ODataError, permission: str) -> GraphError:
         status = exc.response_status_code or 0
@@ -196,7 +354,7 @@ class GraphReader:
             )
         if status == 429:
             return GraphError(
-                f"{what} (still throttled after {self.policy.attempts} attempts)",
+                f"{what} (still throttled)",
                 code=ErrorCode.THROTTLED,
                 status=status,
                 request_id=request_id,
@@ -352,27 +510,77 @@ class GraphReader:
     async def mailbox_purposes(self, user_ids: Iterable[str]) -> dict[str, MailboxAnswer]:
         """userPurpose of every user's mailbox, 20 per $batch, at most 4 batches in flight.
 
-        Items throttled inside a batch wait out their own Retry-After and go again; anything still
-        unanswered after the retry budget is returned with a `failure`, never dropped.
+        Items throttled inside a batch wait out their own Retry-After and go again; failed items (and the
+        items of a $batch refused as a whole) go again after a back-off. An item still unanswered when its
+        patience or the tenant's time runs out is returned with a `failure`, never dropped, and answers
+        already collected are always kept.
         """
-        pending = {uid: (0.0, 0) for uid in user_ids}  # id -> (not before, attempts)
+        pending = {uid: 0.0 for uid in user_ids}  # id -> not before (time.monotonic())
+        tries: dict[str, _Tries] = {}
+        refusals: dict[str, int] = {}
         answers: dict[str, MailboxAnswer] = {}
-        slots = asyncio.Semaphore(MAILBOX_BATCHES_IN_FLIGHT)
+
+        def retry_later(uid: str, why: str, delay: float | None = None, status: int = 0) -> None:
+            """A failed item: again after a back-off (or its Retry-After), or given up on."""
+            now = time.monotonic()
+            t = tries.setdefault(uid, _Tries())
+            t.failures[why] += 1
+            t.last = why
+            if t.first_failure is None:
+                t.first_failure = now
+            if now - t.first_failure >= self.policy.patience_seconds:
+                answers[uid] = MailboxAnswer(
+                    purpose=None,
+                    failure=f"{why} (kept failing for {self.policy.patience_seconds:g} s)",
+                    status=status,
+                )
+                del pending[uid]
+                return
+            pending[uid] = now + (delay if delay is not None else self.policy.backoff(t.failed - 1))
+
+        def batch_refused(chunk: list[str], exc: GraphError) -> None:
+            """The $batch POST failed as a whole: its items are not answered, so none is judged by it."""
+            if exc.status is None or exc.status in TRANSIENT_STATUSES:
+                # `send` already retried the POST for its whole patience (or the tenant ran out of time,
+                # which the loop below reports): these items cannot be read now.
+                if self.time_left() > 0:
+                    for uid in chunk:
+                        answers[uid] = MailboxAnswer(
+                            purpose=None, failure=f"$batch request kept failing ({exc.code.value})"
+                        )
+                        del pending[uid]
+                return
+            # 400, 403, 424...: the envelope was refused, which says nothing about any one mailbox (a
+            # $batch POST needs no permission of its own; Graph checks each item's), so a 403 here is
+            # never read as "MailboxSettings.Read is missing". Try a few times, then leave unclassified.
+            why = f"{exc.status} on the $batch request as a whole"
+            for uid in chunk:
+                refusals[uid] = refusals.get(uid, 0) + 1
+                if refusals[uid] >= BATCH_REFUSALS_TOLERATED:
+                    answers[uid] = MailboxAnswer(
+                        purpose=None, failure=f"{why}, {refusals[uid]} times", status=0
+                    )
+                    del pending[uid]
+                else:
+                    pending[uid] = time.monotonic() + self.policy.backoff(refusals[uid] - 1)
 
         async def run_chunk(chunk: list[str]) -> None:
             items = [
                 {"id": str(i), "method": "GET", "url": f"/users/{uid}/mailboxSettings/userPurpose"}
                 for i, uid in enumerate(chunk)
             ]
-            async with slots:
+            try:
                 responses = await self.batch(items, "MailboxSettings.Read")
+            except GraphError as exc:
+                if exc.code is ErrorCode.AUTH_FAILED:
+                    raise
+                log.debug("%s: a mailbox $batch failed as a whole: %s", self.tenant_label, exc)
+                batch_refused(chunk, exc)
+                return
             for index, uid in enumerate(chunk):
                 item = responses.get(str(index))
-                attempts = pending[uid][1] + 1
                 if item is None:
-                    self._requeue_or_fail(
-                        uid, attempts, None, "missing from the $batch answer", pending, answers
-                    )
+                    retry_later(uid, "missing from the $batch answer")
                     continue
                 status = int(item.get("status", 0))
                 raw_body = item.get("body")
@@ -381,38 +589,52 @@ class GraphReader:
                 if answer is None:
                     code = (body.get("error") or {}).get("code")
                     delay = retry_after_seconds(item.get("headers") or {})
-                    self._requeue_or_fail(
-                        uid, attempts, delay, f"{status} {code or ''}".strip(), pending, answers
-                    )
+                    if status == 429 and delay is not None:  # pacing, not failure
+                        tries.setdefault(uid, _Tries()).throttled += 1
+                        pending[uid] = time.monotonic() + delay
+                    else:
+                        retry_later(uid, f"{status} {code or ''}".strip(), delay, status)
                 else:
                     answers[uid] = answer
                     del pending[uid]
 
-        while pending:
-            now = time.monotonic()
-            ready = [uid for uid, (not_before, _) in pending.items() if not_before <= now]
-            if not ready:
-                await asyncio.sleep(max(0.0, min(nb for nb, _ in pending.values()) - now))
-                continue
-            chunks = [ready[i : i + BATCH_LIMIT] for i in range(0, len(ready), BATCH_LIMIT)]
-            await asyncio.gather(*(run_chunk(chunk) for chunk in chunks))
-        return answers
+        in_flight: set[str] = set()
+        # Set when a chunk comes back (its items may be ready again); replaced, never cleared, so that a
+        # worker that looked at the state before the change still sees it.
+        changed = [asyncio.Event()]
 
-    def _requeue_or_fail(
-        self,
-        uid: str,
-        attempts: int,
-        delay: float | None,
-        why: str,
-        pending: dict[str, tuple[float, int]],
-        answers: dict[str, MailboxAnswer],
-    ) -> None:
-        if attempts >= self.policy.attempts:
-            answers[uid] = MailboxAnswer(purpose=None, failure=f"{why} after {attempts} attempts")
-            del pending[uid]
-            return
-        wait = delay if delay is not None else self.policy.backoff(attempts - 1)
-        pending[uid] = (time.monotonic() + wait, attempts)
+        async def worker() -> None:
+            """Takes up to 20 ready items at a time; each of MAILBOX_BATCHES_IN_FLIGHT workers has one
+            $batch in flight, so a slow or throttled batch holds up only its own items."""
+            while self.time_left() > 0:
+                event = changed[0]
+                now = time.monotonic()
+                waiting = [(nb, uid) for uid, nb in pending.items() if uid not in in_flight]
+                if not waiting:
+                    if not in_flight:
+                        return
+                    timeout = self.time_left()
+                else:
+                    chunk = [uid for nb, uid in waiting if nb <= now][:BATCH_LIMIT]
+                    if chunk:
+                        in_flight.update(chunk)
+                        try:
+                            await run_chunk(chunk)
+                        finally:
+                            in_flight.difference_update(chunk)
+                            done, changed[0] = changed[0], asyncio.Event()
+                            done.set()
+                        continue
+                    timeout = min(self.time_left(), min(nb for nb, _ in waiting) - now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), max(0.0, timeout))
+
+        await asyncio.gather(*(worker() for _ in range(MAILBOX_BATCHES_IN_FLIGHT)))
+        if pending:  # the tenant's time ran out
+            why = f"not answered before the tenant's time ran out ({self._budget_name()})"
+            for uid in pending:
+                answers[uid] = MailboxAnswer(purpose=None, failure=why)
+        return answers
 
 
 def _path(info: RequestInformation) -> str:
@@ -420,6 +642,21 @@ def _path(info: RequestInformation) -> str:
         return str(info.url).split("?")[0]
     except Exception:  # the URL template could not be expanded; only used in messages
         return "a Graph request"
+
+
+def _odata_request_id(exc: ODataError) -> str | None:
+    if exc.error is not None and exc.error.inner_error is not None and exc.error.inner_error.request_id:
+        return str(exc.error.inner_error.request_id)
+    return None
+
+
+def _transport_why(exc: BaseException) -> str:
+    """A connection failure in a few words (the same words for the same failure, so they can be counted)."""
+    if isinstance(exc, (httpx.ConnectError, ServiceRequestError)):
+        return "could not connect"
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, ConnectionResetError)):
+        return "connection dropped"
+    return f"connection failed ({type(exc).__name__})"
 
 
 def _network_error(exc: BaseException, tenant_label: str) -> GraphError:

@@ -288,7 +288,11 @@ def next_step(tenant: TenantResult) -> str:
     steps: list[str] = []
     if FindingCode.SP_DISABLED in codes:
         steps.append("enable the USS AzureAD app for sign-in (Entra admin center > Enterprise applications)")
-    if codes & ROLE_GAP_CODES and tenant.remediation.action not in _FIXED:
+    if codes & ROLE_GAP_CODES and tenant.remediation.action is RemediationAction.CREATED_UNVERIFIED:
+        steps.append(
+            "re-run the audit to confirm the Security Reader assignment this run wrote (replicating)"
+        )
+    elif codes & ROLE_GAP_CODES and tenant.remediation.action not in _FIXED:
         steps.append("assign it Security Reader, active and tenant-wide (or run `auditor audit --remediate`)")
     if FindingCode.EXCHANGE_PERMISSION_MISSING in codes:
         steps.append(
@@ -780,6 +784,16 @@ def tenant_checks(tenant: TenantResult) -> tuple[Check, ...]:
                     if tenant.remediation.action is RemediationAction.CREATED
                     else "Was missing; found assigned when re-read before writing (already present)."
                 ),
+                role_findings,
+            )
+        )
+    elif codes & ROLE_GAP_CODES and tenant.remediation.action is RemediationAction.CREATED_UNVERIFIED:
+        checks.append(
+            Check(
+                role_name,
+                CheckOutcome.WARNING,
+                "Was missing; this run assigned it, but it was not yet visible (directory replication). "
+                "The next run confirms it.",
                 role_findings,
             )
         )

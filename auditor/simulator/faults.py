@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Requests that reach the server within this long after a 429 was sent were already in flight when
@@ -31,12 +31,53 @@ class FaultProfile:
     retry_after_seconds: int = 1
     error_rate: float = 0.0  # one of error_statuses
     error_statuses: tuple[int, ...] = (500, 502, 503, 504)
+    error_retry_after: bool = True  # whether a 503 names a Retry-After (Graph's sometimes do, not always)
     reset_rate: float = 0.0  # connection closed without a response
     slow_rate: float = 0.0  # answer only after slow_seconds (to trip client time-outs)
     slow_seconds: float = 30.0
     mailbox_concurrency: int | None = 4  # concurrent mailbox requests per app and tenant; None = no limit
     batch_items: bool = True  # whether throttle/error rates also apply inside $batch
     routes: tuple[str, ...] = ()  # limit random faults to these route names (empty = all)
+    lost_write_rate: float = 0.0  # a write (POST) is applied, then its answer is lost (connection dropped)
+    # Directory replication: a new role assignment is invisible to reads for this long after its POST.
+    # "A new assignment can take a while to be visible" (../shared/graph-api-notes.md, citing Microsoft's
+    # "Assign Microsoft Entra roles" and unifiedRoleAssignment create documentation, and field reports of
+    # a create followed at once by a GET that answers 404 / an empty list).
+    replication_delay_seconds: float = 0.0
+
+    @classmethod
+    def mix(
+        cls, rate: float, *, slow_seconds: float = 90.0, replication_delay_seconds: float = 0.0
+    ) -> FaultProfile:
+        """The fault mode's mix at rate r (issue 11): 429 with `Retry-After: 1` (r), 503 without a
+        Retry-After (r/2), dropped connections (r/3), answers slower than the client's time-out (r/10),
+        per-item 429 and 503 inside `$batch` (r, r/2), and lost answers to writes that were applied (r).
+        `slow_seconds` must exceed the client's per-request time-out (`run.request_timeout_seconds`)."""
+        return cls().mixed(
+            rate, slow_seconds=slow_seconds, replication_delay_seconds=replication_delay_seconds
+        )
+
+    def mixed(
+        self, rate: float, *, slow_seconds: float = 90.0, replication_delay_seconds: float = 0.0
+    ) -> FaultProfile:
+        """This profile (its latency, its mailbox limit) with the fault mode's mix at rate r (see `mix`)."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"a fault rate is a fraction from 0 to 1, not {rate!r}")
+        return replace(
+            self,
+            throttle_rate=rate,
+            retry_after_seconds=1,
+            error_rate=rate / 2,
+            error_statuses=(503,),
+            error_retry_after=False,
+            reset_rate=rate / 3,
+            slow_rate=rate / 10,
+            slow_seconds=slow_seconds,
+            batch_items=True,
+            routes=(),
+            lost_write_rate=rate,
+            replication_delay_seconds=replication_delay_seconds,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultProfile:

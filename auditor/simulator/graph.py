@@ -453,6 +453,14 @@ class GraphService:
                             )
                             reply = route.handler(call, **params)
                         reply = self._after(reply, tenant, route_name, method, in_batch=False)
+                        if (
+                            method == "POST"
+                            and route is not None
+                            and reply.status < 300
+                            and self.dice.roll(profile.lost_write_rate)
+                        ):
+                            # The write was applied; the client never hears so (fault mode).
+                            reply = Reply(0, reset=True, fault="lost-answer")
                         # The latency is spent while the request still holds its mailbox slot.
                         await sleep(self._latency(profile) + reply.delay)
                         reply.delay = 0.0
@@ -460,7 +468,23 @@ class GraphService:
                         if mailbox:
                             self._leave_mailbox(tenant, app_id)
             else:
-                await sleep(self._latency(profile) + reply.delay)
+                try:
+                    await sleep(self._latency(profile) + reply.delay)
+                except asyncio.CancelledError:  # the client gave up waiting (a slow answer): still counted
+                    self.observer.record(
+                        RequestRecord(
+                            seq,
+                            time.time(),
+                            tenant_id,
+                            app_id,
+                            method,
+                            path,
+                            route_name,
+                            0,
+                            fault=reply.fault,
+                        )
+                    )
+                    raise
                 reply.delay = 0.0
         except GraphError as exc:
             reply = Reply(
@@ -572,7 +596,11 @@ class GraphService:
                 503: "ServiceUnavailable",
                 504: "GatewayTimeout",
             }
-            headers = {"Retry-After": str(profile.retry_after_seconds)} if status == 503 else {}
+            headers = (
+                {"Retry-After": str(profile.retry_after_seconds)}
+                if status == 503 and profile.error_retry_after
+                else {}
+            )
             return Reply(
                 status,
                 error_body(code.get(status, "UnknownError"), "Internal server error.", ""),
@@ -1004,9 +1032,16 @@ class GraphService:
             )
         return self.collection(call, items, "appRoleAssignments")
 
-    def _active(self, tenant: TenantState) -> list[dict[str, Any]]:
+    def _active(self, tenant: TenantState, *, replicated: bool = True) -> list[dict[str, Any]]:
+        """Assignments in force; reads (`replicated`) do not yet see those still replicating, while a
+        write's conflict check does (it is decided where the assignment was written)."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return [a for a in tenant.role_assignments if not a.get("_end") or a["_end"] > now]
+        wall = time.time()
+        return [
+            a
+            for a in tenant.role_assignments
+            if (not a.get("_end") or a["_end"] > now) and (not replicated or a.get("_visible_at", 0) <= wall)
+        ]
 
     def sp_transitive_member_of(
         self, call: Call, sp_id: str | None = None, app_id: str | None = None
@@ -1163,7 +1198,7 @@ class GraphService:
                 f"Resource '{body['roleDefinitionId']}' does not exist "
                 "or one of its queried reference-property objects are not present.",
             )
-        for existing in self._active(tenant):
+        for existing in self._active(tenant, replicated=False):
             if (
                 existing["principalId"].lower() == principal_id.lower()
                 and existing["roleDefinitionId"].lower() == body["roleDefinitionId"].lower()
@@ -1184,6 +1219,9 @@ class GraphService:
             "appScopeId": app_scope,
             "condition": None,
         }
+        delay = self._profile(tenant).replication_delay_seconds
+        if delay > 0:
+            created["_visible_at"] = time.time() + delay
         tenant.role_assignments.append(created)
         location = f"{call.base_url}/roleManagement/directory/roleAssignments/{created['id']}"
         return Reply(

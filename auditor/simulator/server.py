@@ -304,6 +304,33 @@ class GraphSimulator:
         form = {k: str(v) for k, v in (await request.post()).items()}
         token_url = f"{self.origin}/{tenant}/oauth2/v2.0/token"
         seq = self.observer.next_seq()
+        rule = next(
+            (
+                r
+                for r in self.graph.rules
+                if r.route == "identity.token"
+                and not r.after
+                and r.matches("identity.token", "POST", tenant, False)
+            ),
+            None,
+        )
+        if rule is not None:  # a test's targeted fault on the sign-in endpoint (503, reset, slow answer)
+            rule.hits += 1
+            self.observer.record(
+                RequestRecord(
+                    seq, _now(), tenant, form.get("client_id"), "POST", f"/{tenant}/oauth2/v2.0/token",
+                    "identity.token", 0 if rule.reset else rule.status, fault="rule",
+                )
+            )  # fmt: skip
+            if rule.delay_seconds:
+                await asyncio.sleep(rule.delay_seconds)
+            if rule.reset:
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("simulated connection reset")
+            headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
+            error = {"error": "temporarily_unavailable", "error_description": f"AADSTS50000: {rule.message}"}
+            return web.json_response(error, status=rule.status, headers=headers)
         try:
             body = self.identity.token(tenant, form, token_url)
             status = 200

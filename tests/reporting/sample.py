@@ -596,7 +596,9 @@ def _hostile() -> TenantResult:
                 '=HYPERLINK("http://x","y") <img src=x onerror=alert(1)>',
             ),
         ),
-        remediation=Remediation(RemediationAction.FAILED, "</script><script>alert(2)</script> +1+1"),
+        remediation=Remediation(
+            RemediationAction.CREATED_UNVERIFIED, "</script><script>alert(2)</script> +1+1"
+        ),
         error=None,
     )
 

@@ -217,8 +217,8 @@ def _entry() -> Any:
             RemediationAction.FAILED,
             1,
         ),
-        # accepted but never visible: reported, not assumed
-        (FakeGraph([Answer(201)], [False]), RemediationAction.FAILED, 1),
+        # accepted but never visible (replication): its own outcome, never a second write
+        (FakeGraph([Answer(201)], [False]), RemediationAction.CREATED_UNVERIFIED, 1),
     ],
 )
 async def test_apply(graph: FakeGraph, action: RemediationAction, posts: int, tmp_path: Path) -> None:
