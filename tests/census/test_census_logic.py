@@ -110,7 +110,9 @@ def test_a_delta_entry_without_id_is_an_error_not_a_skip() -> None:
 
 def test_encode_decode_round_trip() -> None:
     failure = MailboxAnswer(purpose=None, failure="503 after 6 attempts", status=503)
-    hybrid = MailboxAnswer(purpose=None, no_mailbox=True, status=404, code="MailboxNotEnabledForRESTAPI", hybrid_kind=True)
+    hybrid = MailboxAnswer(
+        purpose=None, no_mailbox=True, status=404, code="MailboxNotEnabledForRESTAPI", hybrid_kind=True
+    )
     census = StoredCensus(
         "https://graph.example/v1.0/users/delta?$deltatoken=abc",
         NOW,

@@ -75,7 +75,12 @@ class Fleet:
             "",
         ]
         for tenant in sim.world.tenants.values():
-            lines += ["[[tenants]]", f'name = "{tenant.display_name}"', f'tenant_id = "{tenant.tenant_id}"', ""]
+            lines += [
+                "[[tenants]]",
+                f'name = "{tenant.display_name}"',
+                f'tenant_id = "{tenant.tenant_id}"',
+                "",
+            ]
         path = self.directory / "fleet.toml"
         path.write_text("\n".join(lines))
         return path

@@ -19,7 +19,9 @@ SELECT = ["id", "displayName", "mail", "onPremisesSyncEnabled"]
 
 
 def new_user(uid: str, name: str) -> UserRecord:
-    return UserRecord(uid, name, f"{name.lower()}@contoso.example", f"{name.lower()}@contoso.example", True, True)
+    return UserRecord(
+        uid, name, f"{name.lower()}@contoso.example", f"{name.lower()}@contoso.example", True, True
+    )
 
 
 async def test_rounds_of_the_users_delta(fresh_sim: GraphSimulator) -> None:
