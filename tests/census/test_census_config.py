@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from auditor.config import CensusSettings, ConfigError, load_config, parse_config
+from auditor.config import CensusSettings, load_config, parse_config
+from auditor.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 TENANT = {"name": "Contoso", "tenant_id": "11111111-2222-4333-8444-555555555555"}
