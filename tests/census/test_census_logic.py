@@ -171,3 +171,24 @@ def test_book_says_why_a_night_is_a_full_read() -> None:
     assert "format" in book.load("t", fields)[1]
     store.row = (CENSUS_FORMAT, store.row[1], store.row[2], b"junk")
     assert "damaged" in book.load("t", fields)[1]
+
+
+def test_census_age_goes_in_audit_json_mailboxes_and_back() -> None:
+    from auditor.model import MailboxCensus, TenantResult
+
+    result = TenantResult.from_dict(
+        {
+            "name": "Contoso",
+            "tenant_id": "t",
+            "status": "compliant",
+            "mailboxes": {"shared": 0, "user": 5, "census_age_days": 6.04},
+        }
+    )
+    assert result.mailboxes == MailboxCensus(user=5, age_days=6.04)
+    data = result.to_dict()["mailboxes"]
+    assert data["census_age_days"] == 6.0 and data["user"] == 5
+    full = TenantResult.from_dict(
+        {"name": "C", "tenant_id": "t", "status": "compliant", "mailboxes": {"user": 5}}
+    )
+    assert full.mailboxes is not None and full.mailboxes.age_days is None
+    assert "census_age_days" not in full.to_dict()["mailboxes"]
