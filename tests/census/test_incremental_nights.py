@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 
 from auditor.app import AuditOptions, audit
@@ -85,14 +86,16 @@ class Fleet:
         path.write_text("\n".join(lines))
         return path
 
-    def night(self, *, full_census: bool = False, **config: Any) -> tuple[RunResult, int]:
+    def night(
+        self, *, full_census: bool = False, formats: tuple[str, ...] = ("json",), **config: Any
+    ) -> tuple[RunResult, int]:
         """One `auditor audit` run; returns the run and the top-level Graph requests it sent."""
         self.sim.reset_observations()
         outcome = audit(
             AuditOptions(
                 config=self.config(**config),
                 out_dir=self.directory / "out",
-                formats=("json",),
+                formats=formats,
                 full_census=full_census,
                 census_clock=self.clock,
             ),
@@ -171,7 +174,13 @@ def test_directory_changes_reach_the_next_night_as_a_full_read_counts_them(small
     users.remove(some[1].id)  # soft delete: @removed reason "changed"
     users.remove(some[2].id, hard=True)
     small.clock.next_night()
-    second, _ = small.night()
+    second, _ = small.night(formats=("json", "html", "xlsx"))
+    # The reports state the census's age (read back from the files written).
+    html = (small.directory / "out" / "audit.html").read_text()
+    assert "Incremental census: the oldest mailbox classification is 1.0 day(s) old." in html
+    sheet = openpyxl.load_workbook(small.directory / "out" / "audit.xlsx", read_only=True)
+    headers = [[c.value for c in row] for ws in sheet.worksheets for row in ws.iter_rows(max_row=12) if row]
+    assert any("Census age (days)" in row for row in headers)
     # Only the new user's mailbox and the renamed one's were read.
     assert small.sim.count(route="mailboxSettings.userPurpose") == 2
     small.clock.next_night()
