@@ -115,39 +115,38 @@ class CensusRead:
 # --- encoding -------------------------------------------------------------------------------------------
 
 
-def _answer_to_json(answer: MailboxAnswer) -> dict[str, Any]:
-    return {
-        "p": answer.purpose,
-        "n": answer.no_mailbox,
-        "f": answer.failure,
-        "s": answer.status,
-        "c": answer.code,
-        "h": answer.hybrid_kind,
-    }
+def _answer_to_json(answer: MailboxAnswer) -> list[Any]:
+    return [answer.purpose, answer.no_mailbox, answer.failure, answer.status, answer.code, answer.hybrid_kind]
 
 
-def _answer_from_json(data: Mapping[str, Any]) -> MailboxAnswer:
-    return MailboxAnswer(
-        purpose=None if data.get("p") is None else str(data["p"]),
-        no_mailbox=bool(data.get("n")),
-        failure=None if data.get("f") is None else str(data["f"]),
-        status=int(data.get("s", 200)),
-        code=None if data.get("c") is None else str(data["c"]),
-        hybrid_kind=bool(data.get("h")),
-    )
+def _answer_from_json(data: Any, cache: dict[tuple[Any, ...], MailboxAnswer]) -> MailboxAnswer:
+    key = tuple(data)
+    answer = cache.get(key)
+    if answer is None:  # a census holds a handful of distinct answers: each is built once
+        purpose, no_mailbox, failure, status, code, hybrid = key
+        answer = cache[key] = MailboxAnswer(
+            purpose=None if purpose is None else str(purpose),
+            no_mailbox=bool(no_mailbox),
+            failure=None if failure is None else str(failure),
+            status=int(status),
+            code=None if code is None else str(code),
+            hybrid_kind=bool(hybrid),
+        )
+    return answer
 
 
 def encode(census: StoredCensus) -> bytes:
-    """The stored census as compressed JSON (the deltaLink and full-read time are stored beside it)."""
+    """The stored census as compressed JSON (the deltaLink and full-read time are stored beside it);
+    classification times as POSIX seconds."""
     users = [
         [
             entry.user,
             _answer_to_json(entry.answer) if entry.answer is not None else None,
-            entry.classified_at.isoformat() if entry.classified_at is not None else None,
+            entry.classified_at.timestamp() if entry.classified_at is not None else None,
         ]
         for entry in census.entries.values()
     ]
-    return zlib.compress(json.dumps({"fields": list(census.fields), "users": users}).encode(), 6)
+    return zlib.compress(json.dumps({"fields": list(census.fields), "users": users}).encode(), 1)
 
 
 def decode(delta_link: str, full_read_at: str, blob: bytes) -> StoredCensus:
@@ -156,18 +155,25 @@ def decode(delta_link: str, full_read_at: str, blob: bytes) -> StoredCensus:
         data = json.loads(zlib.decompress(blob))
         fields = tuple(str(f) for f in data["fields"])
         entries: dict[str, Entry] = {}
+        answers: dict[tuple[Any, ...], MailboxAnswer] = {}
+        times: dict[float, datetime] = {}
         for user, answer, classified in data["users"]:
             if not isinstance(user, dict) or not user.get("id"):
                 raise CensusDamaged("a user without an id")
+            when = None
+            if classified is not None:
+                when = times.get(classified)
+                if when is None:
+                    when = times[classified] = datetime.fromtimestamp(float(classified), UTC)
             entries[str(user["id"])] = Entry(
                 user=user,
-                answer=_answer_from_json(answer) if answer is not None else None,
-                classified_at=_aware(datetime.fromisoformat(classified)) if classified else None,
+                answer=_answer_from_json(answer, answers) if answer is not None else None,
+                classified_at=when,
             )
         return StoredCensus(delta_link, _aware(datetime.fromisoformat(full_read_at)), fields, entries)
     except CensusDamaged:
         raise
-    except (ValueError, TypeError, KeyError, zlib.error, json.JSONDecodeError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError, zlib.error, json.JSONDecodeError) as exc:
         raise CensusDamaged(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -306,10 +312,16 @@ async def read_census(
                 reason = f"the users delta could not be read ({exc.code.value}: {exc.message})"
             log.warning("%s: %s; reading the census in full", label, reason, extra={"event": "census_full"})
             stored = None
-    if stored is None or delta is None:
+    changed: set[str] | None = None
+    if stored is not None and delta is not None:
+        try:
+            changed = apply_delta(stored.entries, delta.items)
+        except GraphError as exc:
+            reason = f"the users delta could not be applied ({exc.message})"
+            log.warning("%s: %s; reading the census in full", label, reason, extra={"event": "census_full"})
+    if stored is None or delta is None or changed is None:
         return await _full_read(reader, book, tenant_id, fields, label, now, reason)
     entries = stored.entries
-    changed = apply_delta(entries, delta.items)
     to_read = [uid for uid in changed if entries[uid].user.get("mail")]
     chosen = set(to_read)
     to_read += [uid for uid in plan_rereads(entries, now, book.max_age_days) if uid not in chosen]
