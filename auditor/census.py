@@ -353,6 +353,7 @@ async def _full_read(
     now: datetime,
     reason: str,
 ) -> CensusRead:
+    log.info("%s: full census read (%s)", label, reason or "no stored census", extra={"event": "census_full"})
     link: str | None = None
     if book.store is not None:
         try:
