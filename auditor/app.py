@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 
@@ -84,6 +85,8 @@ class AuditOptions:
     shard: str | None = None  # --shard K/N: audit only shard K of N and write a part for `auditor merge`
     capture: Path | None = None  # --capture DIR: record every Graph and token exchange of the run
     capture_redact: bool = False  # --capture-redact: pseudonymise names, UPNs and mail addresses in it
+    full_census: bool = False  # --full-census: read every user and mailbox (no incremental census)
+    census_clock: Callable[[], datetime] | None = None  # the census's clock (tests advance it night by night)
 
     @property
     def mode(self) -> RunMode:
@@ -151,6 +154,7 @@ def audit(
     shard_note = "a shard part: `auditor merge --config` records the whole run" if shard is not None else None
     with open_history(config, disabled_reason=shard_note) as history:
         journal = JournalCursor(out_dir / JOURNAL_FILENAME)
+        attach_census(tenant_audit, history.store, config, options)
         run = asyncio.run(
             run_fleet(
                 tenants,
@@ -336,6 +340,19 @@ def remediate(
 
 def _ask(question: str) -> bool:
     return typer.confirm(question.rstrip(" ?[y/N]") + "?", default=False)
+
+
+def attach_census(tenant_audit: Any, store: Any, config: AuditConfig, options: AuditOptions) -> None:
+    """Give the Graph auditor the history's stored censuses (issue 13: incremental nights). Without a
+    history (off, a shard part) every night is a full read."""
+    from auditor.census import CensusBook
+    from auditor.collect import TenantAuditor
+
+    if isinstance(tenant_audit, TenantAuditor) and store is not None:
+        book = CensusBook(store, max_age_days=config.census.max_age_days, full=options.full_census)
+        if options.census_clock is not None:
+            book.clock = options.census_clock
+        tenant_audit.census = book
 
 
 def _graph_auditor(config: AuditConfig, session_factory: Any = None) -> TenantAudit:

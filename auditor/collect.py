@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from auditor.census import CensusBook, read_census
 from auditor.config import AuditConfig, AuthMethod, EffectiveAuth, TenantConfig, VendorSettings
 from auditor.constants import EXCHANGE_ONLINE_APP_ID, SECURITY_READER_ROLE_ID
 from auditor.errors import ErrorCode, GraphError, TenantError, permission_hint, register_secret
@@ -179,10 +180,13 @@ async def search_vendor(reader: Any, vendor: VendorSettings) -> ServicePrincipal
 class TenantCollector:
     """Collects one tenant's snapshot through a GraphReader."""
 
-    def __init__(self, reader: GraphReader, tenant: TenantConfig, config: AuditConfig):
+    def __init__(
+        self, reader: GraphReader, tenant: TenantConfig, config: AuditConfig, census: CensusBook | None = None
+    ):
         self.reader = reader
         self.tenant = tenant
         self.vendor = config.vendor
+        self.census = census  # None: every mailbox is read (no stored census)
 
     async def collect(self) -> TenantSnapshot:
         tenant = self.tenant
@@ -324,10 +328,17 @@ class TenantCollector:
         return ExchangeAppRoles(tuple(values), tuple(unresolved))
 
     async def _census(self) -> MailboxCensus:
-        users = await self.reader.users(USER_FIELDS)
-        with_mail = [u for u in users if u.get("mail")]
-        answers = await self.reader.mailbox_purposes(str(u["id"]) for u in with_mail)
-        return census_from(users, answers, self.reader.tenant_label, self.reader.app_label)
+        if self.census is None:
+            users = await self.reader.users(USER_FIELDS)
+            with_mail = [u for u in users if u.get("mail")]
+            answers = await self.reader.mailbox_purposes(str(u["id"]) for u in with_mail)
+            return census_from(users, answers, self.reader.tenant_label, self.reader.app_label)
+        # Incremental nights (auditor.census): the stored census continued with the users delta.
+        read = await read_census(
+            self.reader, self.census, self.tenant.tenant_id, USER_FIELDS, self.tenant.label
+        )
+        census = census_from(read.users, read.answers, self.reader.tenant_label, self.reader.app_label)
+        return replace(census, age_days=read.age_days) if read.incremental else census
 
 
 async def _none() -> None:
@@ -450,10 +461,13 @@ class TenantAuditor:
         *,
         session_factory: SessionFactory = open_session,
         environ: Mapping[str, str] | None = None,
+        census: CensusBook | None = None,
     ) -> None:
         self.config = config
         self.session_factory = session_factory
         self.environ = environ
+        # The run's stored censuses (auditor.app sets it once the history is open); None: full reads.
+        self.census = census
 
     async def snapshot(self, tenant: TenantConfig) -> TenantSnapshot:
         label = tenant.label
@@ -464,7 +478,9 @@ class TenantAuditor:
         settings = replace(settings, timeout_seconds=self.config.run.request_timeout_seconds)
         try:
             async with self.session_factory(settings) as session:
-                return await TenantCollector(GraphReader(session, label), tenant, self.config).collect()
+                return await TenantCollector(
+                    GraphReader(session, label), tenant, self.config, self.census
+                ).collect()
         except (ValueError, OSError) as exc:
             # The credential could not be built from the given material (e.g. an unreadable certificate).
             error = translate_auth_error(exc, settings.client_id, label, tenant.tenant_id)

@@ -45,6 +45,7 @@ __all__ = [
     "AuditConfig",
     "AuthMethod",
     "BillingSettings",
+    "CensusSettings",
     "EffectiveAuth",
     "RemediationSettings",
     "ReportSettings",
@@ -104,6 +105,15 @@ class RemediationSettings:
     """How `--remediate` waits for a new role assignment to become visible (directory replication)."""
 
     verify_timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class CensusSettings:
+    """``[census]``: the incremental mailbox census (auditor.census)."""
+
+    # Every mailbox's purpose is re-read at least this often (a conversion to shared makes no directory
+    # change, so the users delta cannot report it); 0 reads every mailbox every night.
+    max_age_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,7 @@ class AuditConfig:
     history: Mapping[str, Any] = field(default_factory=dict)
     notifications: Mapping[str, Any] = field(default_factory=dict)
     reports: ReportSettings = field(default_factory=ReportSettings)
+    census: CensusSettings = field(default_factory=CensusSettings)
     # [auth] allow_custom_endpoints: endpoints that are not the chosen cloud's Microsoft hosts are accepted
     # (the simulator, tests); `custom_endpoints` lists each such setting as (key path, URL), for the warning.
     allow_custom_endpoints: bool = False
@@ -196,8 +207,10 @@ _TOP_KEYS: Final = (
     "history",
     "notifications",
     "reports",
+    "census",
     "tenants",
 )
+_CENSUS_KEYS: Final = ("max_age_days",)
 _REPORTS_KEYS: Final = ("file_mode",)
 _VENDOR_KEYS: Final = ("app_display_name", "app_id", "publisher_tenant_id", "exchange_app_role")
 _BILLING_KEYS: Final = ("price_per_mailbox", "currency")
@@ -556,6 +569,7 @@ class _Parser:
             history=MappingProxyType(dict(self.table(data, "history"))),
             notifications=MappingProxyType(dict(self.table(data, "notifications"))),
             reports=self.parse_reports(self.table(data, "reports")),
+            census=self.parse_census(self.table(data, "census")),
             allow_custom_endpoints=self.allow_custom_endpoints,
             custom_endpoints=tuple(self.custom_endpoints),
         )
@@ -632,6 +646,17 @@ class _Parser:
                 'e.g. file_mode = "0640" (readable by the owner\'s group only)',
             )
         return ReportSettings(file_mode=modes[value.strip()])
+
+    def parse_census(self, table: Mapping[str, Any]) -> CensusSettings:
+        self.check_keys(table, _CENSUS_KEYS, "census", what="[census] section")
+        days = table.get("max_age_days", 7)
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 90:
+            self.fail(
+                "census.max_age_days",
+                f"must be a whole number of days from 0 to 90, not {days!r}",
+                "e.g. max_age_days = 7 (every mailbox's purpose is re-read at least weekly; 0: every night)",
+            )
+        return CensusSettings(max_age_days=days)
 
     def parse_run(self, table: Mapping[str, Any]) -> RunSettings:
         self.check_keys(table, _RUN_KEYS, "run", what="[run] section")

@@ -348,6 +348,9 @@ class MailboxCensus:
     unclassified: int = 0
     unclassified_reason: str = ""
     on_premises: int = 0
+    # An incremental census (auditor.census): the age in days of the oldest classification it relies on.
+    # None: every mailbox was read this run.
+    age_days: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("user", "room", "equipment", "other", "no_mailbox", "on_premises", "unclassified"):
@@ -530,7 +533,7 @@ class TenantResult:
             "status": self.status.value,
             "service_principal": self.service_principal.to_dict() if self.service_principal else None,
             "findings": [f.to_dict() for f in self.findings],
-            "mailboxes": self.mailboxes.counts() if self.mailboxes else None,
+            "mailboxes": _mailboxes_dict(self.mailboxes) if self.mailboxes else None,
             "shared_mailboxes": (
                 [m.to_dict() for m in self.mailboxes.shared_mailboxes] if self.mailboxes else None
             ),
@@ -556,6 +559,9 @@ class TenantResult:
                 no_mailbox=int(counts.get("no_mailbox", 0)),
                 on_premises=int(counts.get("on_premises", 0)),
                 unclassified=int(counts.get("unclassified", 0)),
+                age_days=(
+                    float(counts["census_age_days"]) if counts.get("census_age_days") is not None else None
+                ),
             )
         sp = data.get("service_principal")
         error = data.get("error")
@@ -571,6 +577,14 @@ class TenantResult:
             remediation=Remediation.from_dict(data.get("remediation") or {}),
             error=TenantError.from_dict(error) if error else None,
         )
+
+
+def _mailboxes_dict(census: MailboxCensus) -> JsonDict:
+    """audit.json ``mailboxes``: the counts, and ``census_age_days`` when the census is incremental."""
+    data: JsonDict = dict(census.counts())
+    if census.age_days is not None:
+        data["census_age_days"] = round(census.age_days, 1)
+    return data
 
 
 @dataclass(frozen=True)

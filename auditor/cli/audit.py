@@ -87,6 +87,14 @@ def audit(
             help="With --capture: replace names, UPNs and mail addresses by stable pseudonyms.",
         ),
     ] = False,
+    full_census: Annotated[
+        bool,
+        typer.Option(
+            "--full-census",
+            help="Read every user and mailbox tonight instead of continuing the stored census with the "
+            "users delta (README: Incremental nights).",
+        ),
+    ] = False,
     verbose: Verbose = False,
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
@@ -114,6 +122,7 @@ def audit(
         shard=shard,
         capture=capture,
         capture_redact=capture_redact,
+        full_census=full_census,
     )
     with command_context(verbose, log_format):
         outcome = run_audit(options)

@@ -174,6 +174,14 @@ def classify_mailbox_item(status: int, body: dict[str, Any]) -> MailboxAnswer | 
     )
 
 
+@dataclass(frozen=True)
+class UsersDelta:
+    """One round of `GET /users/delta`: the users it returned and the deltaLink for the next round."""
+
+    items: list[dict[str, Any]]
+    delta_link: str
+
+
 class GraphReader:
     """Read-only Graph calls for one tenant, with translation of every failure into a GraphError."""
 
@@ -485,6 +493,54 @@ class GraphReader:
     async def users(self, select: list[str]) -> list[dict[str, Any]]:
         query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(select=select, top=999)
         return await self.get_all(self.builder_request(self.client.users, query), "User.Read.All")
+
+    async def users_delta(
+        self, select: list[str], delta_link: str | None = None, *, latest: bool = False
+    ) -> UsersDelta:
+        """One round of `GET /users/delta`: every page up to the one carrying `@odata.deltaLink`.
+
+        Without ``delta_link``: the first round (every user), or with ``latest`` only a deltaLink for the
+        directory as it is now ("sync from now", `$deltatoken=latest`). With ``delta_link`` (a stored
+        `@odata.deltaLink`): only what changed since, removed users as `{"id", "@removed": {...}}`.
+        Only `$select` is sent: `/users/delta` supports nothing else but `$filter` on ids
+        (learn.microsoft.com graph/api/user-delta). Links are opaque and followed only to the configured
+        Graph host. An expired token comes back as GraphError with status 410 (resync required).
+        """
+        if delta_link is not None:
+            self._check_link(delta_link, "its stored delta link (@odata.deltaLink)")
+            build = self.url_request(delta_link)
+        else:
+            query = "$select=" + ",".join(select) + ("&$deltatoken=latest" if latest else "")
+            build = self.url_request(f"/users/delta?{query}")
+        items: list[dict[str, Any]] = []
+        while True:
+            body = await self.send(build, "User.Read.All")
+            items.extend(body.get("value", []))
+            if body.get("@odata.deltaLink"):
+                link = str(body["@odata.deltaLink"])
+                self._check_link(link, "its delta link (@odata.deltaLink)")
+                return UsersDelta(items, link)
+            next_link = body.get("@odata.nextLink")
+            if not next_link:
+                raise GraphError(
+                    f"Graph's answer to a users delta query for tenant {self.tenant_label} carried neither "
+                    "@odata.nextLink nor @odata.deltaLink",
+                    code=ErrorCode.GRAPH_ERROR,
+                )
+            self._check_link(str(next_link), "its next page (@odata.nextLink)")
+            build = self.url_request(str(next_link))
+
+    def _check_link(self, link: str, what: str) -> None:
+        if graph_origin(link) == graph_origin(self.session.base_url):
+            return
+        scheme, host, port = graph_origin(link)
+        raise GraphError(
+            f"Graph's users delta for tenant {self.tenant_label} points {what} at another host, "
+            f"{scheme}://{host}:{port}; not followed, so the access token stays with Graph",
+            code=ErrorCode.GRAPH_ERROR,
+            hint="Delta links always point back at Graph: check graph_endpoint and any proxy; the next "
+            "night reads the census in full.",
+        )
 
     # --- $batch --------------------------------------------------------------------------------------
 

@@ -62,6 +62,16 @@ class RunRecorder:
         """False when ``[history] enabled = false``."""
         return self._store is not None
 
+    @property
+    def store(self) -> HistoryStore | None:
+        """The open database (None when history is off): the census keeps its state there."""
+        return self._store
+
+    @property
+    def unavailable(self) -> str:
+        """Why there is no database (history off, a shard part), or ""."""
+        return self._unavailable
+
     def record(
         self, run: RunResult, journal_lines: Iterable[JournalLine] = ()
     ) -> RunInsights | HistoryUnavailable:

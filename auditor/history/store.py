@@ -1,6 +1,6 @@
 """The run history: an embedded SQLite database, versioned and migrated, written one transaction per run.
 
-Schema (migration 1; ``PRAGMA user_version`` holds the schema version, ``PRAGMA application_id`` marks
+Schema (migrations 1-2; ``PRAGMA user_version`` holds the schema version, ``PRAGMA application_id`` marks
 the file as ours so a path pointing at some other database is refused rather than "migrated"):
 
 * ``runs``: one row per run. A run gets its row when it *starts* (``complete = 0``: a placeholder with
@@ -15,6 +15,8 @@ the file as ours so a path pointing at some other database is refused rather tha
   mailboxes rarely change from night to night, so a year of nightly runs over a thousand tenants costs
   a few sets per tenant instead of millions of rows.
 * ``remediation_journal``: this run's lines of ``remediation.jsonl``.
+* ``census_state`` (migration 2): each tenant's mailbox census and its `/users/delta` link, written as
+  each tenant's census is read (not with the run: it is a cache of the directory, see auditor.census).
 
 Durability and consistency: WAL mode (readers such as ``auditor history`` never block the run and vice
 versa) with ``synchronous = FULL``; each run is recorded inside one ``BEGIN IMMEDIATE ... COMMIT``, so a
@@ -182,8 +184,26 @@ _SCHEMA_1: Final = (
     """,
 )
 
+# Migration 2 (issue 13, incremental nights): each tenant's mailbox census as last read, with the
+# `GET /users/delta` deltaLink that continues it (see auditor.census). One row per tenant, replaced after
+# every census; `census_json` is zlib-compressed JSON (a 2,000-user census is ~40 KB). The deltaLink is an
+# opaque Graph URL: it holds no secret (the token is ours to hold, like a page link).
+_SCHEMA_2: Final = (
+    """
+    CREATE TABLE census_state (
+        tenant_id TEXT PRIMARY KEY,
+        format INTEGER NOT NULL,                 -- auditor.census.CENSUS_FORMAT of census_json
+        delta_link TEXT NOT NULL,
+        full_read_at TEXT NOT NULL,              -- when the users were last read in full
+        updated_at TEXT NOT NULL,
+        census_json BLOB NOT NULL
+    )
+    """,
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration.sql(1, "initial schema: runs, tenant results, findings, mailbox sets, journal", *_SCHEMA_1),
+    Migration.sql(2, "census_state: each tenant's stored census and users delta link", *_SCHEMA_2),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
@@ -374,6 +394,30 @@ class HistoryStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    # -- the stored census (auditor.census)
+
+    def load_census(self, tenant_id: str) -> tuple[int, str, str, bytes] | None:
+        """A tenant's stored census as (format, delta_link, full_read_at, compressed JSON), or None."""
+        row = self._db.execute(
+            "SELECT format, delta_link, full_read_at, census_json FROM census_state WHERE tenant_id = ?",
+            (tenant_id.lower(),),
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), str(row[1]), str(row[2]), bytes(row[3])
+
+    def save_census(self, tenant_id: str, fmt: int, delta_link: str, full_read_at: str, blob: bytes) -> None:
+        """Replace a tenant's stored census (one statement: atomic on its own)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO census_state (tenant_id, format, delta_link, full_read_at, updated_at, "
+            "census_json) VALUES (?, ?, ?, ?, ?, ?)",
+            (tenant_id.lower(), fmt, delta_link, full_read_at, _ts(datetime.now(UTC)), blob),
+        )
+
+    def forget_census(self, tenant_id: str) -> None:
+        """Drop a tenant's stored census (the next night reads it in full)."""
+        self._db.execute("DELETE FROM census_state WHERE tenant_id = ?", (tenant_id.lower(),))
 
     # -- writing
 

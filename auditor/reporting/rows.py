@@ -361,6 +361,8 @@ TENANT_COLUMNS: Final = (
     Column("currency", "Currency"),
     Column("shared_mailboxes", "Shared mailboxes found", ColumnKind.COUNT),
     Column("on_premises_mailboxes", ON_PREMISES_LABEL, ColumnKind.COUNT),
+    # Incremental census (auditor.census): age of the oldest classification relied on; empty: read in full.
+    Column("census_age_days", "Census age (days)", ColumnKind.DAYS),
     Column("findings", "Findings", ColumnKind.COUNT, overview=True),
     Column("highest_severity", "Highest severity", overview=True),
     Column("finding_codes", "Finding codes", wide=True),
@@ -402,6 +404,7 @@ def tenant_rows(run: RunResult, insights: Insights = None) -> Table:
             "currency": tenant.billing.currency,
             "shared_mailboxes": tenant.mailboxes.shared if tenant.mailboxes is not None else None,
             "on_premises_mailboxes": tenant.mailboxes.on_premises if tenant.mailboxes is not None else None,
+            "census_age_days": tenant.mailboxes.age_days if tenant.mailboxes is not None else None,
             "findings": len(tenant.findings),
             "highest_severity": severity.value if severity is not None else "",
             "finding_codes": codes,
@@ -860,6 +863,13 @@ def tenant_checks(tenant: TenantResult) -> tuple[Check, ...]:
                     f"; {census.unclassified:,} could not be classified (a lower bound)."
                     if incomplete
                     else "."
+                )
+                + (
+                    # An incremental census (auditor.census): how old its oldest classification is.
+                    f" Incremental census: the oldest mailbox classification is {census.age_days:.1f} "
+                    "day(s) old."
+                    if census.age_days is not None
+                    else ""
                 ),
                 census_findings,
             )

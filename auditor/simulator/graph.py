@@ -322,6 +322,8 @@ class GraphService:
             ),
             ("GET", rf"/directoryRoles/(?P<role_id>{guid})", "directoryRoles.get", self.directory_role),
             ("GET", r"/users", "users.list", self.users_list),
+            # `/users/delta` and the SDK's fully qualified `/users/microsoft.graph.delta()`.
+            ("GET", r"/users/(?:microsoft\.graph\.)?delta(?:\(\))?", "users.delta", self.users_delta),
             ("GET", rf"/users/(?P<user>{guid})", "users.get", self.user_get),
             (
                 "GET",
@@ -369,6 +371,7 @@ class GraphService:
             "users",
             "mailboxSettings",
             "userPurpose",
+            "delta",
             "appRoleAssignments",
             "transitiveMemberOf",
             "members",
@@ -1371,6 +1374,113 @@ class GraphService:
             selectable=_USER_SELECTABLE,
             default_properties=_USER_DEFAULT,
         )
+
+    # --- users delta ------------------------------------------------------------------------------
+    #
+    # As learn.microsoft.com documents it (graph/api/user-delta, graph/delta-query-overview,
+    # graph/delta-query-users; graph-api-notes.md §3.8):
+    # * the first round enumerates every user, paged through `@odata.nextLink` ($skiptoken); the last page
+    #   carries `@odata.deltaLink` ($deltatoken), and a page never carries both;
+    # * `$deltatoken=latest` ("sync from now", supported for Entra ID users and groups) answers no users,
+    #   only a deltaLink for the current state;
+    # * a round started from a deltaLink answers only what changed since: changed or new users with the
+    #   properties selected in the first round (without `Prefer: return=minimal`), removed users as
+    #   `{"id": ..., "@removed": {"reason": "changed"}}` (soft-deleted, restorable) or `"deleted"` (hard);
+    # * only `$select` (and `$filter` on ids) is supported; other query options are refused;
+    # * delta tokens of directory objects are valid for 7 days; an expired or invalidated token answers
+    #   410 Gone and the client must start again with a full round (delta-query-overview, "Token
+    #   duration"; `UserDirectory.token_epoch` invalidates every token at once, as a tenant move does).
+    # Delta does not report mailbox changes: converting a user's mailbox to shared changes no directory
+    # property, so it produces no delta entry (UserDirectory.convert_mailbox).
+
+    DELTA_PAGE = 200  # users per delta page (Graph does not document it; $top is not supported)
+    DELTA_TOKEN_DAYS = 7
+
+    def _delta_token(self, payload: dict[str, Any]) -> str:
+        raw = json.dumps(payload, separators=(",", ":")).encode()
+        mac = hmac.new(self._token_key, raw, hashlib.sha256).digest()[:12]
+        return base64.urlsafe_b64encode(raw + mac).decode().rstrip("=")
+
+    def _read_delta_token(self, token: str) -> dict[str, Any]:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            payload, mac = raw[:-12], raw[-12:]
+            if not hmac.compare_digest(mac, hmac.new(self._token_key, payload, hashlib.sha256).digest()[:12]):
+                raise ValueError("mismatch")
+            data = json.loads(payload)
+            if not isinstance(data, dict):
+                raise ValueError("shape")
+            return data
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise GraphError(400, "Request_BadRequest", "Invalid delta token value.") from exc
+
+    def users_delta(self, call: Call) -> Reply:
+        query = call.query
+        for option in query:
+            if option.startswith("$") and option not in ("$select", "$deltatoken", "$skiptoken"):
+                raise GraphError(
+                    400,
+                    "Request_UnsupportedQuery",
+                    f"The query option '{option}' is not supported with delta queries on users.",
+                )
+        directory = call.tenant.users
+        link_base = f"{call.base_url}/users/delta?"
+        if "$skiptoken" in query or ("$deltatoken" in query and query["$deltatoken"] != "latest"):
+            state = self._read_delta_token(query.get("$skiptoken") or query["$deltatoken"])
+            expired = time.time() - float(state.get("t", 0)) > self.DELTA_TOKEN_DAYS * 86400
+            if state.get("e") != directory.token_epoch or expired:
+                raise GraphError(
+                    410,
+                    "syncStateNotFound",
+                    "Resync required. The delta token is no longer valid: replace any local data with "
+                    "the data from a new delta query.",
+                )
+            select = [str(s) for s in state.get("q") or []]
+            if "$deltatoken" in query:  # a new round of changes since the token's sequence
+                state = {"s": int(state["s"]), "u": directory.change_seq, "o": 0, "q": select}
+        else:
+            select = [s.strip() for s in query.get("$select", "").split(",") if s.strip()]
+            allowed = {s.lower() for s in _USER_SELECTABLE}
+            for prop in select:
+                if prop.lower() not in allowed or prop.lower() == "mailboxsettings":
+                    raise GraphError(
+                        400, "Request_BadRequest", f"Could not find a property named '{prop}' on type 'user'."
+                    )
+            state = {"s": -1, "u": directory.change_seq, "o": 0, "q": select}
+            if query.get("$deltatoken") == "latest":
+                state["o"] = -1  # nothing to enumerate: only the deltaLink
+        upto, offset = int(state["u"]), int(state["o"])
+        entries: list[dict[str, Any]] = []
+        total = 0
+        if offset >= 0 and int(state["s"]) < 0:
+            total = len(directory)
+            entries = [
+                self._project(directory[i].to_graph(), select or None, _USER_DEFAULT)
+                for i in range(offset, min(offset + self.DELTA_PAGE, total))
+            ]
+        elif offset >= 0:
+            latest: dict[str, str] = {}
+            for seq, user_id, removed in directory.changes:
+                if int(state["s"]) < seq <= upto:
+                    latest.pop(user_id.lower(), None)  # keep each user once, at its latest change
+                    latest[user_id.lower()] = removed
+            changed = list(latest.items())
+            total = len(changed)
+            for user_id, removed in changed[offset : offset + self.DELTA_PAGE]:
+                user = None if removed else directory.find(user_id)
+                if user is None:
+                    entries.append({"id": user_id, "@removed": {"reason": removed or "deleted"}})
+                else:
+                    entries.append(self._project(user.to_graph(), select or None, _USER_DEFAULT))
+        body: dict[str, Any] = {"@odata.context": f"{call.base_url}/$metadata#users"}
+        if offset >= 0 and offset + self.DELTA_PAGE < total:
+            following = {**state, "o": offset + self.DELTA_PAGE, "e": directory.token_epoch, "t": time.time()}
+            body["@odata.nextLink"] = link_base + "$skiptoken=" + self._delta_token(following)
+        else:
+            final = {"s": upto, "u": upto, "o": 0, "q": select, "e": directory.token_epoch, "t": time.time()}
+            body["@odata.deltaLink"] = link_base + "$deltatoken=" + self._delta_token(final)
+        body["value"] = entries
+        return Reply(200, body)
 
     def _find_user(self, call: Call, key: str) -> UserRecord:
         user = call.tenant.users.find(key)

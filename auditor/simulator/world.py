@@ -12,7 +12,7 @@ import base64
 import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -249,25 +249,65 @@ def _gcd(a: int, b: int) -> int:
 
 
 class UserDirectory(Sequence[UserRecord]):
-    """Explicit users (from a fixture) followed by synthetic ones; indexable and searchable."""
+    """Explicit users (from a fixture) followed by synthetic ones; indexable and searchable.
+
+    Directory changes made through :meth:`add`, :meth:`update` and :meth:`remove` are journaled (a
+    sequence number per change) so that `GET /users/delta` can answer "what changed since this token".
+    A change to a mailbox alone (:meth:`convert_mailbox`) is not a directory change and is not journaled:
+    delta does not report mailbox changes (graph-api-notes.md §3.8).
+    """
 
     def __init__(self, explicit: list[UserRecord] | None = None, synthetic: SyntheticUsers | None = None):
         self.explicit = explicit or []
         self.synthetic = synthetic
         self._by_id = {u.id.lower(): i for i, u in enumerate(self.explicit)}
         self._by_upn = {u.user_principal_name.lower(): i for i, u in enumerate(self.explicit)}
+        # Synthetic users replaced (renamed, converted) or removed: by index.
+        self._overrides: dict[int, UserRecord] = {}
+        self._removed_synthetic: set[int] = set()
+        self._live: list[int] | None = None  # positions still present, once anything was removed
+        # The change journal: (sequence, user id, "deleted"/"changed" for removals, "" otherwise).
+        self.change_seq = 0
+        self.changes: list[tuple[int, str, str]] = []
+        # Bumped to invalidate every delta token issued so far (the next delta round answers 410 Gone).
+        self.token_epoch = 0
+
+    def _journal(self, user_id: str, removed: str = "") -> None:
+        self.change_seq += 1
+        self.changes.append((self.change_seq, user_id, removed))
+
+    def _positions(self) -> list[int] | None:
+        if self._live is None and (self._removed_synthetic or len(self._by_id) < len(self.explicit)):
+            total = len(self.explicit) + (self.synthetic.count if self.synthetic else 0)
+            self._live = [i for i in range(total) if self._present(i)]
+        return self._live
+
+    def _present(self, position: int) -> bool:
+        if position < len(self.explicit):
+            user = self.explicit[position]
+            return self._by_id.get(user.id.lower()) == position
+        return position - len(self.explicit) not in self._removed_synthetic
+
+    def _raw(self, position: int) -> UserRecord:
+        if position < len(self.explicit):
+            return self.explicit[position]
+        assert self.synthetic is not None
+        index = position - len(self.explicit)
+        return self._overrides.get(index) or self.synthetic.user(index)
 
     def __len__(self) -> int:
+        live = self._positions()
+        if live is not None:
+            return len(live)
         return len(self.explicit) + (self.synthetic.count if self.synthetic else 0)
 
     def __getitem__(self, index: int) -> UserRecord:  # type: ignore[override]
         if index < 0:
             index += len(self)
-        if index < len(self.explicit):
-            return self.explicit[index]
-        if self.synthetic is None or index >= len(self):
+        if index < 0 or index >= len(self):
             raise IndexError(index)
-        return self.synthetic.user(index - len(self.explicit))
+        live = self._positions()
+        return self._raw(live[index] if live is not None else index)
 
     def __iter__(self) -> Iterator[UserRecord]:
         for i in range(len(self)):
@@ -283,11 +323,14 @@ class UserDirectory(Sequence[UserRecord]):
         if self.synthetic is not None:
             index = self.synthetic.index_of(lowered)
             if index is not None:
-                return self.synthetic.user(index)
+                if index in self._removed_synthetic:
+                    return None
+                return self._overrides.get(index) or self.synthetic.user(index)
             if "@" in lowered:
                 # Synthetic UPNs end in the rank; scanning is fine for a by-hand look-up.
-                for user in (self.synthetic.user(i) for i in range(self.synthetic.count)):
-                    if user.user_principal_name.lower() == lowered:
+                for i in range(self.synthetic.count):
+                    user = self._overrides.get(i) or self.synthetic.user(i)
+                    if i not in self._removed_synthetic and user.user_principal_name.lower() == lowered:
                         return user
         return None
 
@@ -295,6 +338,53 @@ class UserDirectory(Sequence[UserRecord]):
         self._by_id[user.id.lower()] = len(self.explicit)
         self._by_upn[user.user_principal_name.lower()] = len(self.explicit)
         self.explicit.append(user)
+        self._live = None
+        self._journal(user.id)
+
+    def update(self, user_id: str, **changes: Any) -> UserRecord:
+        """Change a user's directory properties (e.g. ``display_name`` for a rename); journaled."""
+        current = self.find(user_id)
+        if current is None:
+            raise KeyError(user_id)
+        updated = replace(current, **changes)
+        self._store(updated)
+        self._journal(updated.id)
+        return updated
+
+    def convert_mailbox(self, user_id: str, purpose: str | None) -> UserRecord:
+        """Change only the mailbox's userPurpose (Exchange's Set-Mailbox -Type Shared): no directory
+        change, so not journaled (delta does not report mailbox changes, graph-api-notes.md §3.8)."""
+        current = self.find(user_id)
+        if current is None:
+            raise KeyError(user_id)
+        updated = replace(current, purpose=purpose)
+        self._store(updated)
+        return updated
+
+    def remove(self, user_id: str, *, hard: bool = False) -> None:
+        """Delete a user: soft (``@removed`` reason "changed": restorable for 30 days) or hard
+        ("deleted"), as `GET /users/delta` reports them (learn.microsoft.com graph/api/user-delta)."""
+        lowered = user_id.lower()
+        if lowered in self._by_id:
+            user = self.explicit[self._by_id.pop(lowered)]
+            self._by_upn.pop(user.user_principal_name.lower(), None)
+        else:
+            index = self.synthetic.index_of(lowered) if self.synthetic is not None else None
+            if index is None or index in self._removed_synthetic:
+                raise KeyError(user_id)
+            self._removed_synthetic.add(index)
+        self._live = None
+        self._journal(user_id, "deleted" if hard else "changed")
+
+    def _store(self, user: UserRecord) -> None:
+        lowered = user.id.lower()
+        if lowered in self._by_id:
+            self.explicit[self._by_id[lowered]] = user
+            return
+        assert self.synthetic is not None
+        index = self.synthetic.index_of(lowered)
+        assert index is not None
+        self._overrides[index] = user
 
 
 @dataclass
