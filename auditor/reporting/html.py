@@ -355,7 +355,9 @@ def _duration(started: datetime, finished: datetime) -> str:
 
 def _cost_chart(run: RunResult) -> _Chart:
     bars = rows.cost_by_tenant(run, COST_CHART_TOP)
-    top = max((b.value for b in bars), default=0.0)
+    # The scale comes from the tenants' own bars: the "N other tenants" bar sums hundreds of tenants and
+    # would squash ten equal costs to hairlines. That bar is drawn at most full width (its value is printed).
+    top = max((b.value for b in bars if b.anchor), default=0.0) or max((b.value for b in bars), default=0.0)
     drawn = []
     for i, bar in enumerate(bars):
         text = rows.format_money(bar.value, run.currency)
@@ -407,7 +409,7 @@ def _bar_width(value: float, top: float, label_width: int = _LABEL_WIDTH) -> flo
     room = _CHART_WIDTH - label_width - _VALUE_WIDTH
     if top <= 0 or value <= 0:
         return 0.0
-    return round(max(2.0, room * value / top), 1)
+    return round(min(float(room), max(2.0, room * value / top)), 1)
 
 
 def _chart_height(bars: int) -> float:
