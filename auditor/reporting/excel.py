@@ -28,10 +28,10 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell, WriteOnlyCell
 from openpyxl.formatting.rule import CellIsRule
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.table import Table as ExcelTable
-from openpyxl.worksheet.filters import AutoFilter
-from openpyxl.worksheet.table import TableColumn, TableStyleInfo
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet as Worksheet
+from openpyxl.worksheet.filters import AutoFilter
+from openpyxl.worksheet.table import Table as ExcelTable
+from openpyxl.worksheet.table import TableColumn, TableStyleInfo
 
 from auditor.history.insights import RunInsights
 from auditor.model import RunResult, Severity, Status
@@ -139,7 +139,6 @@ def build_workbook(run: RunResult, insights: rows.Insights = None) -> Workbook:
     tables: dict[str, Callable[[], Table]] = {
         "Tenants": lambda: rows.tenant_rows(run, insights),
         "Findings": lambda: rows.finding_rows(run),
-        "Shared mailboxes": lambda: rows.shared_mailbox_rows(run),
         "Remediation": lambda: rows.remediation_rows(run),
         "Errors": lambda: rows.error_rows(run),
     }
@@ -150,7 +149,19 @@ def build_workbook(run: RunResult, insights: rows.Insights = None) -> Workbook:
     notice = rows.history_notice(insights)
     for title in sheet_names(insights)[1:]:
         sheet = workbook.create_sheet(title)
-        if title in tables:
+        if title == "Shared mailboxes":
+            # The one sheet that grows with the fleet's mailboxes: streamed a tenant at a time, twice (the
+            # column widths, then the rows), never held whole.
+            _rows_sheet(
+                sheet,
+                rows.SHARED_MAILBOX_COLUMNS,
+                lambda: rows.shared_mailbox_records(run),
+                rows.shared_mailbox_count(run),
+                rows.SHARED_MAILBOX_EMPTY_NOTE,
+                _TABLE_NAMES[title],
+                run.currency,
+            )
+        elif title in tables:
             # One table at a time: its rows are built, streamed out, and dropped before the next.
             _table_sheet(sheet, tables[title](), _TABLE_NAMES[title], run.currency)
         elif notice is not None:
@@ -250,14 +261,27 @@ def _notice_sheet(sheet: Worksheet, notice: str) -> None:
 
 
 def _table_sheet(sheet: Worksheet, table: Table, table_name: str, currency: str) -> None:
-    columns = table.columns
     records = table.records()
+    _rows_sheet(sheet, table.columns, lambda: records, len(records), table.empty_note, table_name, currency)
+
+
+def _rows_sheet(
+    sheet: Worksheet,
+    columns: Sequence[Column],
+    records: Callable[[], Iterable[Mapping[str, Any]]],
+    count: int,
+    empty_note: str,
+    table_name: str,
+    currency: str,
+) -> None:
+    """A data sheet of ``count`` rows; ``records()`` gives them afresh each time it is called (twice)."""
     # Write-only: widths, panes and print setup go before the first row.
-    _fit_columns(sheet, columns, records)
+    _fit_columns(sheet, columns, records())
     sheet.freeze_panes = "B2" if table_name in ("TenantList", "ChangeList") else "A2"
     _page_setup(sheet, 1)
     _header(sheet, 1, [c.header for c in columns])
-    for record in records:
+    written = 0
+    for record in records():
         row_currency = str(record.get("currency") or currency)
         cells = []
         for column in columns:
@@ -265,20 +289,23 @@ def _table_sheet(sheet: Worksheet, table: Table, table_name: str, currency: str)
             _put_value(cell, column, record[column.key], row_currency)
             cells.append(cell)
         sheet.append(cells)
-    last_row = 1 + len(records)
-    if records:
+        written += 1
+    if written != count:  # the table's range below must cover exactly the rows written
+        raise ValueError(f"sheet {sheet.title}: {written} rows written, {count} expected")
+    last_row = 1 + count
+    if count:
         _add_table(sheet, table_name, 1, last_row, [c.header for c in columns])
     else:
-        note = _text_cell(sheet, table.empty_note)
+        note = _text_cell(sheet, empty_note)
         note.font = _UNKNOWN_FONT
         sheet.append([note])
 
     keys = [c.key for c in columns]
     for key in ("status", "previous_status"):
-        if key in keys and records:
+        if key in keys and count:
             letter = get_column_letter(keys.index(key) + 1)
             _status_colours(sheet, f"{letter}2:{letter}{last_row}")
-    if "severity" in keys and records:
+    if "severity" in keys and count:
         letter = get_column_letter(keys.index("severity") + 1)
         _severity_colours(sheet, f"{letter}2:{letter}{last_row}")
 
@@ -409,18 +436,22 @@ def _equals_rule(text: str, fill: str, font: str) -> CellIsRule:
     )
 
 
-def _fit_columns(sheet: Worksheet, columns: Sequence[Column], records: Sequence[Mapping[str, Any]]) -> None:
-    for index, column in enumerate(columns, start=1):
-        letter = get_column_letter(index)
+def _fit_columns(sheet: Worksheet, columns: Sequence[Column], records: Iterable[Mapping[str, Any]]) -> None:
+    # One pass over the records (they may be streamed from disk): the longest text per narrow column.
+    longest = [
+        max((len(word) for word in column.header.split()), default=0) + 3  # room for the filter button
+        for column in columns
+    ]
+    narrow = [(i, column) for i, column in enumerate(columns) if not column.wide]
+    for record in records:
+        for i, column in narrow:
+            longest[i] = max(longest[i], len(_display_text(column, record.get(column.key))))
+    for index, column in enumerate(columns):
+        letter = get_column_letter(index + 1)
         if column.wide:
             sheet.column_dimensions[letter].width = _WIDE_WIDTH
-            continue
-        longest = (
-            max((len(word) for word in column.header.split()), default=0) + 3
-        )  # room for the filter button
-        for record in records:
-            longest = max(longest, len(_display_text(column, record.get(column.key))))
-        sheet.column_dimensions[letter].width = min(_MAX_WIDTH, max(_MIN_WIDTH, longest + 2))
+        else:
+            sheet.column_dimensions[letter].width = min(_MAX_WIDTH, max(_MIN_WIDTH, longest[index] + 2))
 
 
 def _display_text(column: Column, value: Any) -> str:

@@ -35,10 +35,12 @@ from auditor.reporting.templates import (
     template_environment,
 )
 
-__all__ = ["COST_CHART_TOP", "render_html", "render_html_text"]
+__all__ = ["COST_CHART_TOP", "MAILBOXES_SHOWN", "render_html", "render_html_text"]
 
 # How many tenants the cost chart names before summing the rest into one bar.
 COST_CHART_TOP: Final = 10
+# Shared mailboxes listed in a tenant's details; a longer list is summarised (all are in audit.xlsx).
+MAILBOXES_SHOWN: Final = 10
 
 _STYLE_FILE: Final = "audit.css"
 _SCRIPT_FILE: Final = "audit.js"
@@ -140,14 +142,13 @@ def _context(run: RunResult, insights: rows.Insights = None) -> dict[str, Any]:
     summary = run.summary()
     tenants = rows.tenant_rows(run, insights)
     findings = rows.finding_rows(run)
-    mailboxes = rows.shared_mailbox_rows(run)
     remediation = rows.remediation_rows(run)
     errors = rows.error_rows(run)
     statuses = rows.status_rows(run)
     figures = {f.key: f for f in rows.run_figures(run)}
 
     by_anchor: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for name, table in (("findings", findings), ("mailboxes", mailboxes), ("remediation", remediation)):
+    for name, table in (("findings", findings), ("remediation", remediation)):
         for record in table.records():
             by_anchor[record["anchor"]][name].append(record)
 
@@ -207,7 +208,9 @@ def _tenant_detail(
         "findings": related["findings"],
         "consent_link": rows.consent_link(tenant),
         "census": tenant.mailboxes.counts() if tenant.mailboxes is not None else None,
-        "mailboxes": related["mailboxes"],
+        # A long list is summarised: the first few here, every one in the workbook and audit.json.
+        "mailboxes": list(rows.tenant_mailbox_records(tenant, record["anchor"], MAILBOXES_SHOWN)),
+        "mailbox_total": len(tenant.mailboxes.shared_mailboxes) if tenant.mailboxes is not None else 0,
         "remediation": related["remediation"][0] if related["remediation"] else None,
     }
 

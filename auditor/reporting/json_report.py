@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
@@ -18,7 +20,7 @@ from auditor.model import SCHEMA_VERSION, RunResult
 from auditor.reporting import RunFileError
 from auditor.reporting.atomic import atomic_path
 
-__all__ = ["JSON_FILENAME", "read_run", "write_json"]
+__all__ = ["JSON_FILENAME", "json_chunks", "read_run", "write_json"]
 
 JSON_FILENAME: Final = "audit.json"
 
@@ -26,12 +28,37 @@ _READ_HINT: Final = "Pass the audit.json that `auditor audit --out DIR` wrote (D
 
 
 def write_json(run: RunResult, path: Path) -> Path:
-    """Write ``run`` as audit.json to ``path`` atomically; returns ``path``."""
+    """Write ``run`` as audit.json to ``path`` atomically; returns ``path``.
+
+    Written tenant by tenant (:func:`json_chunks`): the whole document is never built in memory, and a
+    tenant's spooled mailbox list (:mod:`auditor.reporting.spool`) is read back only while it is written.
+    """
     path = Path(path)
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as handle:
-        json.dump(run.to_dict(), handle, indent=2, ensure_ascii=False, allow_nan=False)
-        handle.write("\n")
+        for chunk in json_chunks(run):
+            handle.write(chunk)
     return path
+
+
+def json_chunks(run: RunResult) -> Iterator[str]:
+    """audit.json as text, in pieces: exactly ``json.dumps(run.to_dict(), indent=2, ensure_ascii=False)``
+    plus a final newline, one tenant at a time."""
+    head = RunResult.to_dict(replace(run, tenants=()))
+    head["summary"] = run.summary().to_dict()
+    if not run.tenants:
+        yield _dumps(head) + "\n"
+        return
+    del head["tenants"]
+    text = _dumps(head)
+    yield text[: -len("\n}")] + ',\n  "tenants": [\n'
+    for index, tenant in enumerate(run.tenants):
+        body = _dumps(tenant.to_dict()).replace("\n", "\n    ")
+        yield ("    " if index == 0 else ",\n    ") + body
+    yield "\n  ]\n}\n"
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
 
 
 def read_run(path: Path) -> RunResult:
