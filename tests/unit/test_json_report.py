@@ -150,7 +150,7 @@ def test_a_crash_mid_write_leaves_the_previous_report_intact_and_no_temp_file(tm
 
 def test_a_crash_on_the_first_write_leaves_no_file_at_all(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
-        write_json(HalfBrokenRun(), tmp_path / "audit.json")  # type: ignore[arg-type]
+        write_json(half_broken_run(), tmp_path / "audit.json")
     assert list(tmp_path.iterdir()) == []
 
 
