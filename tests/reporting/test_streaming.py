@@ -8,12 +8,14 @@ import re
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Final
 
 import openpyxl
 import pytest
 
+from auditor.constants import ExitCode
 from auditor.model import Billing, RunResult, SharedMailbox, Status, money
-from auditor.reporting import write_reports
+from auditor.reporting import RunFileError, json_report, write_reports
 from auditor.reporting.excel import _LINE_HEIGHT, _wrapped_lines, excel_text
 from auditor.reporting.html import render_html_text
 from auditor.reporting.json_report import json_chunks, read_run
@@ -176,3 +178,72 @@ def test_a_long_mailbox_list_is_summarised_in_the_page() -> None:
     assert "Box 000" in html and "Box 009" in html and "Box 010" not in html
     assert 'data-mailboxes-more="240"' in html
     assert "250 shared mailboxes" in html
+
+
+# --- reading a large audit.json tenant by tenant ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+def test_a_large_file_read_tenant_by_tenant_is_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(json_report, "_CHUNK", chunk)  # values cut across chunk ends
+    path = tmp_path / "audit.json"
+    write_reports(sample_run(hostile=True), tmp_path, ["json"])
+    whole = read_run(path)
+    streamed = read_run(path, stream_above=0)
+    assert streamed == whole
+    assert any(
+        isinstance(t.mailboxes.shared_mailboxes, SpooledMailboxes) for t in streamed.tenants if t.mailboxes
+    )
+    # Any valid JSON layout, not only ours.
+    compact = tmp_path / "compact.json"
+    compact.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8"))), encoding="utf-8")
+    assert read_run(compact, stream_above=0) == whole
+
+
+def _damaged(text: str) -> list[str]:
+    def first(pattern: str, by: str, skip: int = 0) -> str:
+        match = list(re.finditer(pattern, text))[skip]  # skip=1: past the summary's figure
+        return text[: match.start()] + by + text[match.end() :]
+
+    cost, billed = r'"monthly_cost": [0-9.]+', r'"billed_shared_mailboxes": [0-9]+'
+    return [
+        text[: len(text) // 2],  # cut short
+        first(r'"schema_version": 1', '"schema_version": 7'),
+        first(r'"schema_version": 1', '"schema_version": "1"'),
+        first(cost, '"monthly_cost": NaN'),
+        first(cost, '"monthly_cost": -30.0'),
+        first(cost, '"monthly_cost": ' + "9" * 40),
+        first(billed, '"billed_shared_mailboxes": "12"', skip=1),
+        first(r'"tenants": \[\n    \{', '"tenants": [\n    7, {'),
+        first(r'"tenants": \[', '"tenants": {"x": ['),
+        first(r'"status": "non_compliant"', '"status": "great"'),
+        text + "{}",
+        first(r',\n  "summary"', '\n  "summary"'),
+        first(r'"schema_version": 1,', ""),
+        "[]",
+        "",
+    ]
+
+
+def test_a_damaged_large_file_is_named_as_the_whole_file_reader_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(json_report, "_CHUNK", 50)
+    text = "".join(json_chunks(sample_run()))
+    for number, damaged in enumerate(_damaged(text)):
+        path = tmp_path / f"{number}.json"
+        path.write_text(damaged, encoding="utf-8")
+        with pytest.raises(RunFileError) as whole:
+            read_run(path)
+        with pytest.raises(RunFileError) as streamed:
+            read_run(path, stream_above=0)
+        assert str(streamed.value).startswith(str(path)), number
+        assert streamed.value.exit_code == whole.value.exit_code == ExitCode.USAGE
+        if number not in STREAMED_WORDING:
+            assert str(streamed.value) == str(whole.value), number
+
+
+# Where the tenant-by-tenant reader says it differently (it stops at the first bad tenant, with its index).
+STREAMED_WORDING: Final = {9}
