@@ -3,6 +3,7 @@ tenant by tenant, the workbook streamed, and the page fixes seen at 1,000 tenant
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import replace
@@ -14,7 +15,7 @@ import openpyxl
 import pytest
 
 from auditor.constants import ExitCode
-from auditor.model import Billing, RunResult, SharedMailbox, Status, money
+from auditor.model import Billing, RunResult, SharedMailbox, Status, TenantResult, money
 from auditor.reporting import RunFileError, json_report, write_reports
 from auditor.reporting.excel import _LINE_HEIGHT, _wrapped_lines, excel_text
 from auditor.reporting.html import render_html_text
@@ -247,3 +248,40 @@ def test_a_damaged_large_file_is_named_as_the_whole_file_reader_names_it(
 
 # Where the tenant-by-tenant reader says it differently (it stops at the first bad tenant, with its index).
 STREAMED_WORDING: Final = {9}
+
+
+# --- auditor audit spools each tenant as it finishes ------------------------------------------------------
+
+
+def test_auditor_audit_keeps_mailbox_lists_on_disk_until_the_reports(tmp_path: Path) -> None:
+    from auditor.app import AuditOptions, audit
+    from auditor.config import AuditConfig, TenantConfig
+    from auditor.runner import TenantAudit
+    from tests.unit.test_cli import CONFIG, NoProgress
+
+    config = tmp_path / "fleet.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    censuses = [t for t in sample_run(hostile=True).tenants if t.mailboxes and t.mailboxes.shared_mailboxes]
+
+    async def fake(tenant: TenantConfig) -> TenantResult:
+        like = censuses[int(tenant.tenant_id[-1]) % len(censuses)]
+        return replace(like, name=tenant.name, tenant_id=tenant.tenant_id, tags=tenant.tags)
+
+    def factory(_config: AuditConfig) -> TenantAudit:
+        return fake
+
+    out = tmp_path / "out"
+    outcome = audit(
+        AuditOptions(config=config, out_dir=out),
+        auditor_factory=factory,
+        progress=NoProgress(),
+        stdout=io.StringIO(),
+    )
+    kept = [t.mailboxes.shared_mailboxes for t in outcome.run.tenants if t.mailboxes]
+    assert len(kept) == 3 and all(isinstance(boxes, SpooledMailboxes) for boxes in kept)
+    saved = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    for tenant in saved["tenants"]:
+        like = censuses[int(tenant["tenant_id"][-1]) % len(censuses)]
+        assert tenant["shared_mailboxes"] == [m.to_dict() for m in like.mailboxes.shared_mailboxes]  # type: ignore[union-attr]
+    assert read_run(out / "audit.json") == outcome.run
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no spool, no staging left
