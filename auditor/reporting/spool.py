@@ -128,20 +128,30 @@ class SpooledMailboxes(Sequence[SharedMailbox]):
 class TenantSpool:
     """Where a run's tenant results go as they finish (see the module docstring)."""
 
-    def __init__(self, file: _SpoolFile) -> None:
+    def __init__(self, file: _SpoolFile | None) -> None:
         self._file = file
         self._warned = False
 
     @classmethod
     def create(cls, directory: Path) -> TenantSpool:
-        """A new spool in ``directory`` (raises ``OSError`` when it cannot be written)."""
-        return cls(_SpoolFile(Path(directory)))
+        """A new spool in ``directory``. When no file can be made there the spool keeps every result as
+        it is (in memory, as before) after one warning: a spool never costs a run."""
+        try:
+            return cls(_SpoolFile(Path(directory)))
+        except OSError as exc:
+            log.warning(
+                "cannot spool tenant results in %s (%s); keeping them in memory",
+                directory,
+                exc.strerror or exc,
+            )
+            return cls(None)
 
     def add(self, result: TenantResult) -> TenantResult:
         """Spool ``result``'s shared mailboxes; returns the result holding them on disk."""
         census = result.mailboxes
         if (
-            census is None
+            self._file is None
+            or census is None
             or not census.shared_mailboxes
             or isinstance(census.shared_mailboxes, SpooledMailboxes)
         ):

@@ -285,3 +285,15 @@ def test_auditor_audit_keeps_mailbox_lists_on_disk_until_the_reports(tmp_path: P
         assert tenant["shared_mailboxes"] == [m.to_dict() for m in like.mailboxes.shared_mailboxes]  # type: ignore[union-attr]
     assert read_run(out / "audit.json") == outcome.run
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no spool, no staging left
+
+
+def test_a_spool_that_cannot_be_made_keeps_results_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = TenantSpool.create(tmp_path / "missing")  # no such directory
+    run = sample_run()
+    assert [spool.add(t) for t in run.tenants] == list(run.tenants)
+    assert all(
+        not isinstance(t.mailboxes.shared_mailboxes, SpooledMailboxes) for t in run.tenants if t.mailboxes
+    )
+    assert "keeping them in memory" in caplog.text
