@@ -39,6 +39,7 @@ from auditor.outcome import (
 from auditor.output import progress_for_stderr
 from auditor.remediation import JOURNAL_FILENAME
 from auditor.reporting import parse_formats, prepare_out_dir
+from auditor.reporting.spool import TenantSpool
 from auditor.reporting.text import terminal_text
 from auditor.runner import Progress, TenantAudit, run_fleet
 from auditor.shard import parse_shard, part_manifest, write_part_manifest
@@ -164,6 +165,8 @@ def audit(
                 mode=options.mode,
                 currency=config.billing.currency,
                 progress=progress if progress is not None else progress_for_stderr(),
+                # Each tenant's mailbox list waits on disk until the reports are written (flat memory).
+                spool=TenantSpool.create(out_dir).add,
             )
         )
         run = replace(run, vendor_search=describe_vendor_search(config.vendor))

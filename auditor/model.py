@@ -15,7 +15,7 @@ Everything is frozen; datetimes are timezone-aware (UTC).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -339,7 +339,7 @@ class MailboxCensus:
     ("hosted on-premises, not classified"), neither as people nor as failures.
     """
 
-    shared_mailboxes: tuple[SharedMailbox, ...] = ()
+    shared_mailboxes: Sequence[SharedMailbox] = ()  # a tuple, or SpooledMailboxes (auditor.reporting.spool)
     user: int = 0
     room: int = 0
     equipment: int = 0

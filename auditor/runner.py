@@ -62,12 +62,15 @@ async def run_fleet(
     mode: RunMode,
     currency: str,
     progress: Progress | None = None,
+    spool: Callable[[TenantResult], TenantResult] | None = None,
 ) -> RunResult:
     """Audit ``tenants`` with ``audit``, at most ``concurrency`` at a time, each within ``tenant_timeout``
     seconds; returns the run with one result per tenant, in the order given.
 
     Never raises because of a tenant: exceptions and time-outs become ``error`` results (see
     :func:`audit_tenant_isolated`). Cancelling the run cancels every tenant still in flight.
+    ``spool`` (e.g. :meth:`auditor.reporting.spool.TenantSpool.add`) takes each result as it finishes and
+    returns what the run keeps of it: the shared-mailbox lists then wait on disk, not in memory.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -91,6 +94,8 @@ async def run_fleet(
                 tenant, audit, tenant_timeout=tenant_timeout, currency=currency
             )
             seconds = time.monotonic() - began
+        if spool is not None:
+            result = spool(result)
         if progress is not None:
             progress.tenant_done(result, seconds)
         return result

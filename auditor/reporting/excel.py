@@ -17,19 +17,21 @@ become U+FFFD instead of failing the report.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell, WriteOnlyCell
 from openpyxl.formatting.rule import CellIsRule
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet as Worksheet
+from openpyxl.worksheet.filters import AutoFilter
 from openpyxl.worksheet.table import Table as ExcelTable
-from openpyxl.worksheet.table import TableStyleInfo
-from openpyxl.worksheet.worksheet import Worksheet
+from openpyxl.worksheet.table import TableColumn, TableStyleInfo
 
 from auditor.history.insights import RunInsights
 from auditor.model import RunResult, Severity, Status
@@ -100,6 +102,7 @@ _DATETIME_FORMAT: Final = "yyyy-mm-dd hh:mm:ss"
 _MIN_WIDTH: Final = 8
 _MAX_WIDTH: Final = 60
 _WIDE_WIDTH: Final = 80
+_LINE_HEIGHT: Final = 15  # points per line of 11 pt text
 
 
 def render_excel(run: RunResult, out_path: Path, *, insights: rows.Insights = None) -> Path:
@@ -107,6 +110,9 @@ def render_excel(run: RunResult, out_path: Path, *, insights: rows.Insights = No
 
     ``insights`` (from :mod:`auditor.history`) adds the Changes and Trend sheets and the gap columns;
     a ``HistoryUnavailable`` puts its reason where they would be; None leaves them out.
+
+    The workbook is written in openpyxl's write-only (streaming) mode: each row goes to the file as it is
+    appended, so memory does not grow with the fleet's mailbox count.
     """
     workbook = build_workbook(run, insights)
     with atomic_path(Path(out_path)) as tmp:
@@ -123,29 +129,41 @@ def sheet_names(insights: rows.Insights = None) -> tuple[str, ...]:
 
 
 def build_workbook(run: RunResult, insights: rows.Insights = None) -> Workbook:
-    """The workbook for ``run`` (not saved); ``insights`` as for :func:`render_excel`."""
-    workbook = Workbook()
+    """The write-only workbook for ``run``, every sheet filled (save it once); ``insights`` as for
+    :func:`render_excel`."""
+    workbook = Workbook(write_only=True)
     workbook.properties.creator = f"uss-auditor {run.tool_version}"
     workbook.properties.title = f"USS AzureAD audit {rows.format_datetime(run.started_at)}"
-    summary = workbook.active
-    assert summary is not None
-    summary.title = SHEETS[0]
+    summary = workbook.create_sheet(SHEETS[0])
     _summary_sheet(summary, run, rows.history_figures(insights))
-    tables: dict[str, Table] = {
-        "Tenants": rows.tenant_rows(run, insights),
-        "Findings": rows.finding_rows(run),
-        "Shared mailboxes": rows.shared_mailbox_rows(run),
-        "Remediation": rows.remediation_rows(run),
-        "Errors": rows.error_rows(run),
+    tables: dict[str, Callable[[], Table]] = {
+        "Tenants": lambda: rows.tenant_rows(run, insights),
+        "Findings": lambda: rows.finding_rows(run),
+        "Remediation": lambda: rows.remediation_rows(run),
+        "Errors": lambda: rows.error_rows(run),
     }
     if isinstance(insights, RunInsights):
-        tables["Changes"] = rows.change_rows(insights)
-        tables["Trend"] = rows.trend_rows(insights)
+        history = insights
+        tables["Changes"] = lambda: rows.change_rows(history)
+        tables["Trend"] = lambda: rows.trend_rows(history)
     notice = rows.history_notice(insights)
     for title in sheet_names(insights)[1:]:
         sheet = workbook.create_sheet(title)
-        if title in tables:
-            _table_sheet(sheet, tables[title], _TABLE_NAMES[title], run.currency)
+        if title == "Shared mailboxes":
+            # The one sheet that grows with the fleet's mailboxes: streamed a tenant at a time, twice (the
+            # column widths, then the rows), never held whole.
+            _rows_sheet(
+                sheet,
+                rows.SHARED_MAILBOX_COLUMNS,
+                lambda: rows.shared_mailbox_records(run),
+                rows.shared_mailbox_count(run),
+                rows.SHARED_MAILBOX_EMPTY_NOTE,
+                _TABLE_NAMES[title],
+                run.currency,
+            )
+        elif title in tables:
+            # One table at a time: its rows are built, streamed out, and dropped before the next.
+            _table_sheet(sheet, tables[title](), _TABLE_NAMES[title], run.currency)
         elif notice is not None:
             _notice_sheet(sheet, notice)
     return workbook
@@ -163,96 +181,156 @@ def excel_text(value: object) -> str:
 
 
 def _summary_sheet(sheet: Worksheet, run: RunResult, history: Sequence[rows.Figure] = ()) -> None:
-    title = sheet.cell(row=1, column=1)
-    _put_text(title, "USS AzureAD audit: permissions and shared-mailbox billing")
+    widths = (34, 30, 18, 60, 80)
+    for letter, width in zip("ABCDE", widths, strict=True):
+        sheet.column_dimensions[letter].width = width
+    header_row = 3
+    sheet.freeze_panes = f"A{header_row + 1}"
+    _page_setup(sheet, header_row, fit_width=True)
+
+    title = _text_cell(sheet, "USS AzureAD audit: permissions and shared-mailbox billing")
     title.font = _TITLE_FONT
+    sheet.append([title])
     if run.vendor_nowhere_notice:
         # Row 2 is free above the figures: the one warning that concerns the config, not a tenant.
-        warning = sheet.cell(row=2, column=1)
-        _put_text(warning, f"WARNING: {run.vendor_nowhere_notice}")
+        warning = _text_cell(sheet, f"WARNING: {run.vendor_nowhere_notice}")
         warning.font = Font(bold=True, color="B3261E")
+        sheet.append([warning])
+    else:
+        sheet.append([])
 
     figures = (*rows.run_figures(run), *history)
-    header_row = 3
     _header(sheet, header_row, ("Figure", "Value", "Note"))
-    for offset, figure in enumerate(figures, start=1):
-        row = header_row + offset
-        _put_text(sheet.cell(row=row, column=1), figure.label)
-        column = Column(figure.key, figure.label, figure.kind)
-        _put_value(sheet.cell(row=row, column=2), column, figure.value, run.currency)
-        _put_text(sheet.cell(row=row, column=3), figure.note)
+    for figure in figures:
+        value = WriteOnlyCell(sheet)
+        _put_value(value, Column(figure.key, figure.label, figure.kind), figure.value, run.currency)
+        sheet.append([_text_cell(sheet, figure.label), value, _text_cell(sheet, figure.note)])
     last = header_row + len(figures)
-    _add_table(sheet, "RunFigures", header_row, last, 3)
+    _add_table(sheet, "RunFigures", header_row, last, ("Figure", "Value", "Note"))
 
     statuses = rows.status_rows(run)
+    sheet.append([])
     status_header = last + 2
     _header(sheet, status_header, [c.header for c in statuses.columns])
     for offset, record in enumerate(statuses.records(), start=1):
+        cells = []
+        lines = 1
         for index, column in enumerate(statuses.columns, start=1):
-            _put_value(sheet.cell(row=status_header + offset, column=index), column, record[column.key], "")
+            cell = WriteOnlyCell(sheet)
+            _put_value(cell, column, record[column.key], "")
+            if index in (4, 5):  # the prose columns ("What it means", "What to do") wrap
+                cell.alignment = _WRAP_TOP
+                lines = max(lines, _wrapped_lines(str(cell.value or ""), widths[index - 1]))
+            cells.append(cell)
+        # An explicit height: LibreOffice prints wrapped cells at the default height (overlapping the next
+        # row) unless the row says how tall it is; Excel then keeps this height too.
+        sheet.row_dimensions[status_header + offset].height = _LINE_HEIGHT * lines + 3
+        sheet.append(cells)
     status_last = status_header + len(statuses)
-    _add_table(sheet, "StatusCounts", status_header, status_last, len(statuses.columns))
+    _add_table(sheet, "StatusCounts", status_header, status_last, [c.header for c in statuses.columns])
     _status_colours(sheet, f"A{status_header + 1}:A{status_last}")
 
-    for letter, width in zip("ABCDE", (34, 30, 18, 60, 80), strict=True):
-        sheet.column_dimensions[letter].width = width
-    for row in range(status_header + 1, status_last + 1):
-        for prose in (4, 5):
-            sheet.cell(row=row, column=prose).alignment = _WRAP_TOP
-    sheet.freeze_panes = f"A{header_row + 1}"
-    _page_setup(sheet, header_row, fit_width=True)
+
+def _wrapped_lines(text: str, width: float) -> int:
+    """How many lines ``text`` takes in a column ``width`` characters wide (wrapping at spaces)."""
+    room = max(1, int(width) - 2)
+    lines = 0
+    for paragraph in text.split("\n"):
+        length = 0
+        count = 1
+        for word in paragraph.split():
+            need = len(word) if length == 0 else length + 1 + len(word)
+            if need > room and length:
+                count += 1
+                length = len(word)
+            else:
+                length = need
+            while length > room:
+                count += 1
+                length -= room
+        lines += count
+    return max(1, lines)
 
 
 def _notice_sheet(sheet: Worksheet, notice: str) -> None:
     """A history sheet without history: the reason, so "no history" never reads as "no changes"."""
-    cell = sheet.cell(row=1, column=1)
-    _put_text(cell, notice)
-    cell.font = _UNKNOWN_FONT
     sheet.column_dimensions["A"].width = _WIDE_WIDTH
+    cell = _text_cell(sheet, notice)
+    cell.font = _UNKNOWN_FONT
+    sheet.append([cell])
 
 
 def _table_sheet(sheet: Worksheet, table: Table, table_name: str, currency: str) -> None:
-    columns = table.columns
-    _header(sheet, 1, [c.header for c in columns])
     records = table.records()
-    for row_index, record in enumerate(records, start=2):
+    _rows_sheet(sheet, table.columns, lambda: records, len(records), table.empty_note, table_name, currency)
+
+
+def _rows_sheet(
+    sheet: Worksheet,
+    columns: Sequence[Column],
+    records: Callable[[], Iterable[Mapping[str, Any]]],
+    count: int,
+    empty_note: str,
+    table_name: str,
+    currency: str,
+) -> None:
+    """A data sheet of ``count`` rows; ``records()`` gives them afresh each time it is called (twice)."""
+    # Write-only: widths, panes and print setup go before the first row.
+    _fit_columns(sheet, columns, records())
+    sheet.freeze_panes = "B2" if table_name in ("TenantList", "ChangeList") else "A2"
+    _page_setup(sheet, 1)
+    _header(sheet, 1, [c.header for c in columns])
+    written = 0
+    for record in records():
         row_currency = str(record.get("currency") or currency)
-        for col_index, column in enumerate(columns, start=1):
-            _put_value(sheet.cell(row=row_index, column=col_index), column, record[column.key], row_currency)
-    last_row = 1 + len(records)
-    if records:
-        _add_table(sheet, table_name, 1, last_row, len(columns))
+        cells = []
+        for column in columns:
+            cell = WriteOnlyCell(sheet)
+            _put_value(cell, column, record[column.key], row_currency)
+            cells.append(cell)
+        sheet.append(cells)
+        written += 1
+    if written != count:  # the table's range below must cover exactly the rows written
+        raise ValueError(f"sheet {sheet.title}: {written} rows written, {count} expected")
+    last_row = 1 + count
+    if count:
+        _add_table(sheet, table_name, 1, last_row, [c.header for c in columns])
     else:
-        note = sheet.cell(row=2, column=1)
-        _put_text(note, table.empty_note)
+        note = _text_cell(sheet, empty_note)
         note.font = _UNKNOWN_FONT
+        sheet.append([note])
 
     keys = [c.key for c in columns]
     for key in ("status", "previous_status"):
-        if key in keys and records:
+        if key in keys and count:
             letter = get_column_letter(keys.index(key) + 1)
             _status_colours(sheet, f"{letter}2:{letter}{last_row}")
-    if "severity" in keys and records:
+    if "severity" in keys and count:
         letter = get_column_letter(keys.index("severity") + 1)
         _severity_colours(sheet, f"{letter}2:{letter}{last_row}")
-
-    _fit_columns(sheet, columns, records)
-    sheet.freeze_panes = "B2" if table_name in ("TenantList", "ChangeList") else "A2"
-    _page_setup(sheet, 1)
 
 
 # --- cells ---------------------------------------------------------------------------------------------
 
 
 def _header(sheet: Worksheet, row: int, headers: Iterable[str]) -> None:
-    for index, text in enumerate(headers, start=1):
-        cell = sheet.cell(row=row, column=index)
-        _put_text(cell, text)
+    """Append the header row (it must be row ``row``: its height is set before it is written)."""
+    sheet.row_dimensions[row].height = 30
+    cells = []
+    for text in headers:
+        cell = _text_cell(sheet, text)
         cell.fill = _HEADER_FILL
         cell.font = _HEADER_FONT
         cell.border = _HEADER_BORDER
         cell.alignment = Alignment(wrap_text=True, vertical="center")
-    sheet.row_dimensions[row].height = 30
+        cells.append(cell)
+    sheet.append(cells)
+
+
+def _text_cell(sheet: Worksheet, value: object) -> Cell:
+    cell = WriteOnlyCell(sheet)
+    _put_text(cell, value)
+    return cell
 
 
 def _put_text(cell: Cell, value: object) -> None:
@@ -325,11 +403,18 @@ def _naive_utc(value: datetime) -> datetime:
 # --- sheet furniture --------------------------------------------------------------------------------------
 
 
-def _add_table(sheet: Worksheet, name: str, first_row: int, last_row: int, columns: int) -> None:
-    ref = f"A{first_row}:{get_column_letter(columns)}{last_row}"
+def _add_table(sheet: Worksheet, name: str, first_row: int, last_row: int, headers: Sequence[str]) -> None:
+    ref = f"A{first_row}:{get_column_letter(len(headers))}{last_row}"
     table = ExcelTable(displayName=name, ref=ref)
     table.tableStyleInfo = _TABLE_STYLE
-    sheet.add_table(table)
+    # Write-only mode cannot read the header cells back: the table's columns are named here, as written.
+    table.tableColumns = [
+        TableColumn(id=index, name=excel_text(header)) for index, header in enumerate(headers, start=1)
+    ]
+    table.autoFilter = AutoFilter(ref=ref)
+    with warnings.catch_warnings():  # "you must add table columns manually": done just above
+        warnings.filterwarnings("ignore", message="In write-only mode", category=UserWarning)
+        sheet.add_table(table)
 
 
 def _status_colours(sheet: Worksheet, ref: str) -> None:
@@ -351,18 +436,22 @@ def _equals_rule(text: str, fill: str, font: str) -> CellIsRule:
     )
 
 
-def _fit_columns(sheet: Worksheet, columns: Sequence[Column], records: Sequence[Mapping[str, Any]]) -> None:
-    for index, column in enumerate(columns, start=1):
-        letter = get_column_letter(index)
+def _fit_columns(sheet: Worksheet, columns: Sequence[Column], records: Iterable[Mapping[str, Any]]) -> None:
+    # One pass over the records (they may be streamed from disk): the longest text per narrow column.
+    longest = [
+        max((len(word) for word in column.header.split()), default=0) + 3  # room for the filter button
+        for column in columns
+    ]
+    narrow = [(i, column) for i, column in enumerate(columns) if not column.wide]
+    for record in records:
+        for i, column in narrow:
+            longest[i] = max(longest[i], len(_display_text(column, record.get(column.key))))
+    for index, column in enumerate(columns):
+        letter = get_column_letter(index + 1)
         if column.wide:
             sheet.column_dimensions[letter].width = _WIDE_WIDTH
-            continue
-        longest = (
-            max((len(word) for word in column.header.split()), default=0) + 3
-        )  # room for the filter button
-        for record in records:
-            longest = max(longest, len(_display_text(column, record.get(column.key))))
-        sheet.column_dimensions[letter].width = min(_MAX_WIDTH, max(_MIN_WIDTH, longest + 2))
+        else:
+            sheet.column_dimensions[letter].width = min(_MAX_WIDTH, max(_MIN_WIDTH, longest[index] + 2))
 
 
 def _display_text(column: Column, value: Any) -> str:

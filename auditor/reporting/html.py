@@ -35,10 +35,12 @@ from auditor.reporting.templates import (
     template_environment,
 )
 
-__all__ = ["COST_CHART_TOP", "render_html", "render_html_text"]
+__all__ = ["COST_CHART_TOP", "MAILBOXES_SHOWN", "render_html", "render_html_text"]
 
 # How many tenants the cost chart names before summing the rest into one bar.
 COST_CHART_TOP: Final = 10
+# Shared mailboxes listed in a tenant's details; a longer list is summarised (all are in audit.xlsx).
+MAILBOXES_SHOWN: Final = 10
 
 _STYLE_FILE: Final = "audit.css"
 _SCRIPT_FILE: Final = "audit.js"
@@ -140,14 +142,13 @@ def _context(run: RunResult, insights: rows.Insights = None) -> dict[str, Any]:
     summary = run.summary()
     tenants = rows.tenant_rows(run, insights)
     findings = rows.finding_rows(run)
-    mailboxes = rows.shared_mailbox_rows(run)
     remediation = rows.remediation_rows(run)
     errors = rows.error_rows(run)
     statuses = rows.status_rows(run)
     figures = {f.key: f for f in rows.run_figures(run)}
 
     by_anchor: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for name, table in (("findings", findings), ("mailboxes", mailboxes), ("remediation", remediation)):
+    for name, table in (("findings", findings), ("remediation", remediation)):
         for record in table.records():
             by_anchor[record["anchor"]][name].append(record)
 
@@ -207,7 +208,9 @@ def _tenant_detail(
         "findings": related["findings"],
         "consent_link": rows.consent_link(tenant),
         "census": tenant.mailboxes.counts() if tenant.mailboxes is not None else None,
-        "mailboxes": related["mailboxes"],
+        # A long list is summarised: the first few here, every one in the workbook and audit.json.
+        "mailboxes": list(rows.tenant_mailbox_records(tenant, record["anchor"], MAILBOXES_SHOWN)),
+        "mailbox_total": len(tenant.mailboxes.shared_mailboxes) if tenant.mailboxes is not None else 0,
         "remediation": related["remediation"][0] if related["remediation"] else None,
     }
 
@@ -355,7 +358,9 @@ def _duration(started: datetime, finished: datetime) -> str:
 
 def _cost_chart(run: RunResult) -> _Chart:
     bars = rows.cost_by_tenant(run, COST_CHART_TOP)
-    top = max((b.value for b in bars), default=0.0)
+    # The scale comes from the tenants' own bars: the "N other tenants" bar sums hundreds of tenants and
+    # would squash ten equal costs to hairlines. That bar is drawn at most full width (its value is printed).
+    top = max((b.value for b in bars if b.anchor), default=0.0) or max((b.value for b in bars), default=0.0)
     drawn = []
     for i, bar in enumerate(bars):
         text = rows.format_money(bar.value, run.currency)
@@ -407,7 +412,7 @@ def _bar_width(value: float, top: float, label_width: int = _LABEL_WIDTH) -> flo
     room = _CHART_WIDTH - label_width - _VALUE_WIDTH
     if top <= 0 or value <= 0:
         return 0.0
-    return round(max(2.0, room * value / top), 1)
+    return round(min(float(room), max(2.0, room * value / top)), 1)
 
 
 def _chart_height(bars: int) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -504,30 +504,56 @@ SHARED_MAILBOX_COLUMNS: Final = (
 )
 
 
+SHARED_MAILBOX_EMPTY_NOTE: Final = "No shared mailboxes were found."
+
+
 def shared_mailbox_rows(run: RunResult) -> Table:
-    """One row per shared mailbox found; ``billed`` is True while the tenant's gap makes USS bill it."""
-    rows: list[dict[str, Any]] = []
+    """One row per shared mailbox found; ``billed`` is True while the tenant's gap makes USS bill it.
+
+    Holds every mailbox of the run: the reports stream :func:`shared_mailbox_records` instead."""
+    return _table(
+        "Shared mailboxes",
+        SHARED_MAILBOX_COLUMNS,
+        list(shared_mailbox_records(run)),
+        SHARED_MAILBOX_EMPTY_NOTE,
+    )
+
+
+def shared_mailbox_records(run: RunResult) -> Iterator[dict[str, Any]]:
+    """The rows of :func:`shared_mailbox_rows`, produced one tenant at a time (a tenant's spooled list is
+    read back only while its rows are being consumed), in the tenants' report order."""
     for tenant, anchor in _with_anchors(run):
-        if tenant.mailboxes is None:
-            continue
-        billed = bool(tenant.billing.billed_shared_mailboxes)
-        for mailbox in tenant.mailboxes.shared_mailboxes:
-            rows.append(
-                {
-                    "tenant": tenant.name,
-                    "tenant_id": tenant.tenant_id,
-                    "status": tenant.status.value,
-                    "display_name": mailbox.display_name,
-                    "user_principal_name": mailbox.user_principal_name,
-                    "mail": mailbox.mail or "",
-                    "billed": billed,
-                    "account_enabled": mailbox.account_enabled,
-                    "licensed": mailbox.licensed,
-                    "id": mailbox.id,
-                    "anchor": anchor,
-                }
-            )
-    return _table("Shared mailboxes", SHARED_MAILBOX_COLUMNS, rows, "No shared mailboxes were found.")
+        yield from tenant_mailbox_records(tenant, anchor)
+
+
+def tenant_mailbox_records(
+    tenant: TenantResult, anchor: str, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """One tenant's shared-mailbox rows (the first ``limit`` of them when given)."""
+    if tenant.mailboxes is None:
+        return
+    billed = bool(tenant.billing.billed_shared_mailboxes)
+    for index, mailbox in enumerate(tenant.mailboxes.shared_mailboxes):
+        if limit is not None and index >= limit:
+            return
+        yield {
+            "tenant": tenant.name,
+            "tenant_id": tenant.tenant_id,
+            "status": tenant.status.value,
+            "display_name": mailbox.display_name,
+            "user_principal_name": mailbox.user_principal_name,
+            "mail": mailbox.mail or "",
+            "billed": billed,
+            "account_enabled": mailbox.account_enabled,
+            "licensed": mailbox.licensed,
+            "id": mailbox.id,
+            "anchor": anchor,
+        }
+
+
+def shared_mailbox_count(run: RunResult) -> int:
+    """How many rows :func:`shared_mailbox_records` yields (without reading any list back)."""
+    return sum(len(t.mailboxes.shared_mailboxes) for t in run.tenants if t.mailboxes is not None)
 
 
 REMEDIATION_COLUMNS: Final = (

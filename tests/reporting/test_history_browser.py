@@ -73,3 +73,21 @@ def test_sort_by_accrued_cost(page: Page) -> None:
     known = [float(v) for v in values if v]
     assert known == sorted(known, reverse=True) and known[0] > 0
     assert values[len(known) :] == [""] * (len(values) - len(known)), "unknown sorts last"
+
+
+@pytest.mark.parametrize("width", [1400, 1280])
+def test_the_tenants_table_fits_without_scrolling_sideways(
+    browser: Browser, history_page_path: tuple[Path, RunInsights], width: int
+) -> None:
+    # With the history columns the table used to overflow its frame at 1,400 px.
+    tab = browser.new_page(width=width, height=900)
+    try:
+        tab.goto(history_page_path[0].as_uri())
+        scroll, client, columns = tab.evaluate(
+            "(() => { const w = document.querySelector('#tenants .table-wrap');"
+            " return [w.scrollWidth, w.clientWidth, document.querySelectorAll('#tenants-table thead th').length]; })()"
+        )
+    finally:
+        tab.close()
+    assert columns >= 10  # the history columns are there
+    assert scroll <= client

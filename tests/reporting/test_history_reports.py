@@ -171,6 +171,7 @@ def test_first_run_says_there_is_nothing_to_compare(tmp_path: Path) -> None:
     tree = _Tree(render_html_text(first, insights=insights))
     (section,) = tree.all("section", id="changes")
     assert "first run: nothing to compare" in section.text()
+    assert section.text().casefold().count("nothing to compare") == 1  # said once, not twice
     assert not tree.all("table", id="changes-table")
     assert "Trend over the last 1 run" in tree.all("section", id="trend")[0].text()
 

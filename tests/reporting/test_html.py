@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from auditor.model import RunResult
-from auditor.reporting.html import render_html, render_html_text
+from auditor.reporting.html import MAILBOXES_SHOWN, render_html, render_html_text
 from auditor.reporting.templates import TemplateDirectoryError, builtin_templates_dir
 from auditor.reporting.text import mark_controls
 from tests.reporting.sample import FORMULA_PAYLOADS, HOSTILE_TENANT_NAME, XSS_PAYLOADS, sample_run
@@ -204,8 +204,21 @@ def test_every_tenant_has_a_detail_section(tree: _Tree, audit_json: dict[str, An
         assert tenant["name"] in text
         for finding in tenant["findings"]:
             assert finding["code"] in text
-        for mailbox in tenant["shared_mailboxes"] or ():
+        listed = tenant["shared_mailboxes"] or []
+        for mailbox in listed[:MAILBOXES_SHOWN]:
             assert mark_controls(mailbox["display_name"]) in text  # controls shown as [U+XXXX]
+        more = [e for e in section.iter() if "data-mailboxes-more" in e.attrs]
+        if len(listed) > MAILBOXES_SHOWN:  # a long list is summarised: the rest are in the workbook
+            body = [
+                e
+                for e in section.iter()
+                if e.tag == "tbody" and e.parent and "mailboxes" in e.parent.attrs.get("class", "")
+            ]
+            assert len([e for e in body[0].iter() if e.tag == "tr"]) == MAILBOXES_SHOWN
+            assert more[0].attrs["data-mailboxes-more"] == str(len(listed) - MAILBOXES_SHOWN)
+            assert "audit.xlsx" in more[0].text()
+        else:
+            assert not more
         if tenant["error"]:
             assert tenant["error"]["hint"] in text
         if tenant["remediation"]["action"] != "none":

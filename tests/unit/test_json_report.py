@@ -4,6 +4,7 @@ round trips, format selection, clear errors for unusable files and directories."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -126,15 +127,12 @@ class Unserialisable:
         return "Unserialisable()"
 
 
-class HalfBrokenRun:
-    """Duck-types RunResult.to_dict(), failing half-way through serialisation."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "tenants": [{"name": f"tenant {i}", "padding": "x" * 200} for i in range(500)],
-            "boom": Unserialisable(),
-        }
+def half_broken_run() -> RunResult:
+    """A run whose last tenant cannot be serialised: audit.json is streamed tenant by tenant, so a good
+    deal of the file is written when it fails."""
+    run = sample_run()
+    bad = replace(run.tenants[0], tags=(Unserialisable(),))  # type: ignore[arg-type]
+    return replace(run, tenants=(*run.tenants * 20, bad))
 
 
 def test_a_crash_mid_write_leaves_the_previous_report_intact_and_no_temp_file(tmp_path: Path) -> None:
@@ -143,7 +141,7 @@ def test_a_crash_mid_write_leaves_the_previous_report_intact_and_no_temp_file(tm
     before = target.read_bytes()
 
     with pytest.raises(TypeError, match="not JSON serializable"):
-        write_json(HalfBrokenRun(), target)  # type: ignore[arg-type]
+        write_json(half_broken_run(), target)
 
     assert target.read_bytes() == before
     assert read_run(target) == sample_run()
@@ -152,7 +150,7 @@ def test_a_crash_mid_write_leaves_the_previous_report_intact_and_no_temp_file(tm
 
 def test_a_crash_on_the_first_write_leaves_no_file_at_all(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
-        write_json(HalfBrokenRun(), tmp_path / "audit.json")  # type: ignore[arg-type]
+        write_json(half_broken_run(), tmp_path / "audit.json")
     assert list(tmp_path.iterdir()) == []
 
 
