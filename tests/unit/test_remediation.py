@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -222,6 +223,7 @@ def _entry() -> Any:
     ],
 )
 async def test_apply(graph: FakeGraph, action: RemediationAction, posts: int, tmp_path: Path) -> None:
+    graph = copy.deepcopy(graph)  # the parameter is shared by every run of this test in one process
     journal = Journal(tmp_path / "remediation.jsonl")
     outcome = await Applier(graph, graph, journal, sleep=_no_sleep).apply(_entry())
     assert outcome.action is action, outcome.detail

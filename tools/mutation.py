@@ -1,0 +1,289 @@
+"""Mutation testing of the core modules with mutmut 3 (`make mutation`); prints kill rates and survivors.
+
+Each module runs in its own work directory (build/mutation/<module>/, a copy of the checkout) with its
+own test selection, because mutmut takes one test selection per run: the modules that the whole
+engine passes through (reader.send, say) would otherwise run every integration test for each mutant.
+Inside that selection mutmut's own per-function coverage picks the tests that call the mutated function.
+
+Results are cached by mutmut in each work directory: a second run only re-tests what changed.
+Mutants that are true equivalents (no behaviour can tell them apart) are listed, with a reason, in
+tests/mutation-equivalents.md; they are reported apart and excluded from the adjusted kill rate.
+
+    python tools/mutation.py                      # every module, one mutant at a time
+    python tools/mutation.py evaluate collect     # some modules
+    python tools/mutation.py --report-only        # print the figures of the last runs
+    python tools/mutation.py --diff               # also print each survivor's diff
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutation"
+EQUIVALENTS = ROOT / "tests" / "mutation-equivalents.md"
+# What a work directory needs besides the module: the package, the tests and their data files.
+COPIED = ("auditor", "tests", "config", "reports/templates", "pyproject.toml")
+PYTEST_ARGS = ["-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
+
+# mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code).
+KILLED = {1, 3, 37}
+TIMEOUT = {36, 24, -24, 152, 255}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str  # the file mutated
+    tests: tuple[str, ...]  # the test selection (pytest node ids or files)
+
+
+UNIT = "tests/unit"
+FAILURE_PATHS = "tests/integration/test_failure_paths.py"
+MODULES: dict[str, Module] = {
+    "evaluate": Module(
+        "auditor/evaluate.py",
+        (
+            "tests/unit/test_evaluate.py",
+            "tests/unit/test_evaluate_edges.py",
+            "tests/unit/test_remediation.py",
+            "tests/unit/test_runner.py",
+            "tests/unit/test_shard.py",
+        ),
+    ),
+    "remediation": Module(
+        "auditor/remediation.py",
+        (
+            "tests/unit/test_remediation.py",
+            "tests/integration/test_remediation.py",
+            FAILURE_PATHS,
+        ),
+    ),
+    "collect": Module(
+        "auditor/collect.py",
+        (
+            "tests/unit/test_evaluate.py",
+            "tests/unit/test_config.py",
+            "tests/unit/test_evaluate_edges.py",
+            FAILURE_PATHS,
+            "tests/integration/test_audit_engine.py",
+        ),
+    ),
+    "reader": Module(
+        "auditor/graph/reader.py",
+        (
+            FAILURE_PATHS,
+            "tests/integration/test_audit_engine.py",
+            "tests/simulator/test_batch_and_faults.py",
+            "tests/simulator/test_identity.py",
+        ),
+    ),
+    "client": Module(
+        "auditor/graph/client.py",
+        (
+            FAILURE_PATHS,
+            "tests/simulator/test_batch_and_faults.py",
+            "tests/simulator/test_identity.py",
+            "tests/integration/test_audit_engine.py",
+        ),
+    ),
+    "writer": Module(
+        "auditor/graph/writer.py",
+        ("tests/unit/test_remediation.py", "tests/integration/test_remediation.py", FAILURE_PATHS),
+    ),
+    "rows": Module(
+        "auditor/reporting/rows.py", ("tests/reporting/test_rows.py", "tests/reporting/test_history_rows.py")
+    ),
+    "errors": Module(
+        "auditor/errors.py",
+        ("tests/unit/test_logs.py", "tests/unit/test_cli.py", "tests/integration/test_no_secrets.py"),
+    ),
+    "store": Module(
+        "auditor/history/store.py", ("tests/history/test_store.py", "tests/history/test_recorder.py")
+    ),
+}
+
+
+@dataclass
+class Figures:
+    name: str
+    killed: int = 0
+    timeout: int = 0
+    survived: list[str] | None = None
+    no_tests: list[str] | None = None
+    other: int = 0
+    equivalent: list[str] | None = None
+
+    @property
+    def total(self) -> int:
+        return self.killed + self.timeout + len(self.survived or []) + len(self.no_tests or []) + self.other
+
+    def rate(self, *, adjusted: bool) -> float:
+        total = self.total - (len(self.equivalent or []) if adjusted else 0)
+        return 100.0 * (self.killed + self.timeout) / total if total else 0.0
+
+
+def equivalents() -> dict[str, str]:
+    """Mutant name -> reason, from the table in tests/mutation-equivalents.md."""
+    found: dict[str, str] = {}
+    if EQUIVALENTS.is_file():
+        for line in EQUIVALENTS.read_text(encoding="utf-8").splitlines():
+            match = re.match(r"\|\s*`([\w.]+__mutmut_\d+)`\s*\|\s*(.+?)\s*\|\s*$", line)
+            if match:
+                found[match.group(1)] = match.group(2)
+    return found
+
+
+def prepare(name: str, module: Module, jobs: int) -> Path:
+    """A fresh copy of the checkout for one module, with its mutmut settings (mutmut's cache is kept)."""
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for item in COPIED:
+        source, target = ROOT / item, work / item
+        if source.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    tests = [t for t in module.tests if (work / t.split("::")[0]).exists()]
+    lines = [
+        "[mutmut]",
+        "source_paths = auditor",
+        f"only_mutate = {module.path}",
+        "also_copy =",
+        "    config",
+        "    reports",
+        "pytest_add_cli_args =",
+        *(f"    {arg}" for arg in PYTEST_ARGS),
+        "pytest_add_cli_args_test_selection =",
+        *(f"    {t}" for t in tests),
+        # Tests that talk to the simulator vary in speed on a shared machine; a mutant that hangs is still
+        # caught (as a timeout) without flagging slow-but-correct runs.
+        "timeout_multiplier = 5.0",
+        "timeout_constant = 30.0",
+        "use_git_change_detection = false",
+        "",
+    ]
+    (work / "setup.cfg").write_text("\n".join(lines), encoding="utf-8")
+    return work
+
+
+def run(name: str, module: Module, jobs: int, mutmut: str) -> None:
+    work = prepare(name, module, jobs)
+    log = work / "mutmut.log"
+    started = time.monotonic()
+    print(f"== {name}: mutating {module.path} (tests: {', '.join(module.tests)}); log: {log}", flush=True)
+    with log.open("w", encoding="utf-8") as out:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        code = subprocess.call(  # noqa: S603 (our own venv's mutmut, fixed arguments)
+            [mutmut, "run", "--max-children", str(jobs)],
+            cwd=work,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    print(f"   done in {time.monotonic() - started:.0f} s (mutmut exit {code})", flush=True)
+    if code != 0:
+        print(f"   mutmut failed; the end of its log:\n{_tail(log)}", flush=True)
+
+
+def figures(name: str, module: Module, known_equivalents: dict[str, str]) -> Figures | None:
+    meta = WORK / name / "mutants" / (module.path + ".meta")
+    if not meta.is_file():
+        return None
+    codes: dict[str, int | None] = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+    result = Figures(name, survived=[], no_tests=[], equivalent=[])
+    for mutant, code in sorted(codes.items(), key=lambda kv: _natural(kv[0])):
+        if code in KILLED:
+            result.killed += 1
+        elif code in TIMEOUT:
+            result.timeout += 1
+        elif code in SURVIVED or code in NO_TESTS:
+            if mutant in known_equivalents:
+                result.equivalent.append(mutant)  # type: ignore[union-attr]
+            (result.survived if code in SURVIVED else result.no_tests).append(mutant)  # type: ignore[union-attr]
+        else:
+            result.other += 1
+    return result
+
+
+def report(names: list[str], *, diff: bool, mutmut: str) -> int:
+    known = equivalents()
+    rows = [(n, figures(n, MODULES[n], known)) for n in names]
+    print()
+    print(
+        f"{'module':<12} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} {'no tests':>8} "
+        f"{'equiv.':>6} {'kill %':>7} {'adj. %':>7}"
+    )
+    for name, fig in rows:
+        if fig is None:
+            print(f"{name:<12} (not run yet)")
+            continue
+        print(
+            f"{name:<12} {fig.total:>7} {fig.killed:>7} {fig.timeout:>7} {len(fig.survived or []):>8} "
+            f"{len(fig.no_tests or []):>8} {len(fig.equivalent or []):>6} {fig.rate(adjusted=False):>6.1f}% "
+            f"{fig.rate(adjusted=True):>6.1f}%"
+        )
+    for name, fig in rows:
+        if fig is None:
+            continue
+        open_ones = [m for m in (fig.survived or []) + (fig.no_tests or []) if m not in known]
+        if not open_ones:
+            continue
+        print(
+            f"\nSurviving mutants in {MODULES[name].path} ({len(open_ones)}; `mutmut show NAME` in "
+            f"build/mutation/{name}/ shows one):"
+        )
+        for mutant in open_ones:
+            tag = " (no test calls it)" if mutant in (fig.no_tests or []) else ""
+            print(f"  {mutant}{tag}")
+            if diff:
+                shown = subprocess.run(  # noqa: S603 (our own venv's mutmut)
+                    [mutmut, "show", mutant], cwd=WORK / name, capture_output=True, text=True, check=False
+                )
+                print("    " + "\n    ".join(shown.stdout.strip().splitlines()[1:]))
+    return 0
+
+
+def _natural(name: str) -> tuple[str, int]:
+    base, _, number = name.rpartition("_")
+    return base, int(number) if number.isdigit() else 0
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("modules", nargs="*", help=f"modules to run (default: all of {', '.join(MODULES)})")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument("--report-only", action="store_true", help="print the figures of earlier runs")
+    parser.add_argument("--diff", action="store_true", help="print each survivor's diff")
+    args = parser.parse_args(argv)
+    names = list(args.modules) or list(MODULES)
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    if not args.report_only:
+        for name in names:
+            run(name, MODULES[name], args.jobs, mutmut)
+    return report(names, diff=args.diff, mutmut=mutmut)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
