@@ -46,6 +46,7 @@ EXPECTED: dict[str, tuple[Status, set[F], int | None]] = {
     "trey": (Status.COMPLIANT, {F.MAILBOX_SCAN_INCOMPLETE}, 0),
 }
 KEY_BY_ID = {tenant_id: key for key, tenant_id in DEMO_TENANTS.items()}
+VENDOR_APP_ID = "7e1b3f0c-2d54-4c8e-9a61-5f0c3b2a9d17"  # config/demo-fleet.toml [vendor] app_id
 
 
 async def audit_all(
@@ -155,25 +156,31 @@ def expected_requests(
 
 
 @pytest.mark.parametrize(
-    ("key", "groups", "p2", "exchange_roles", "identified"),
+    ("key", "groups", "p2", "exchange_roles", "identified", "pinned"),
     [
-        ("contoso", False, True, True, True),
-        ("woodgrove", True, True, True, True),
-        ("alpine", False, True, False, True),
-        ("lucerne", False, False, True, True),
-        ("margies", False, True, False, False),
-        ("proseware", False, True, False, False),
+        ("contoso", False, True, True, True, False),
+        ("contoso", False, True, True, True, True),  # a pinned vendor.app_id costs one more search
+        ("woodgrove", True, True, True, True, False),
+        ("alpine", False, True, False, True, False),
+        ("lucerne", False, False, True, True, False),
+        ("lucerne", False, False, True, True, True),
+        ("margies", False, True, False, False, False),
+        ("margies", False, True, False, False, True),
+        ("proseware", False, True, False, False, False),
     ],
 )
 async def test_request_count_follows_the_readme_formula(
-    config: AuditConfig,
     sim_env: GraphSimulator,
+    tmp_path: Path,
     key: str,
     groups: bool,
     p2: bool,
     exchange_roles: bool,
     identified: bool,
+    pinned: bool,
 ) -> None:
+    vendor = {"app_id": VENDOR_APP_ID} if pinned else None
+    config = write_demo_config(sim_env, tmp_path, vendor=vendor)
     tenant_id = DEMO_TENANTS[key]
     await audit_all(config, [t for t in config.tenants if t.tenant_id == tenant_id])
     state = sim_env.world.tenant(tenant_id)
@@ -186,8 +193,16 @@ async def test_request_count_follows_the_readme_formula(
         if r.tenant_id == tenant_id and r.batch_parent is None and r.route != "identity.token"
     ]
     assert len(top_level) == expected_requests(
-        users, mailboxes, groups=groups, p2=p2, exchange_roles=exchange_roles, identified=identified
+        users,
+        mailboxes,
+        groups=groups,
+        p2=p2,
+        exchange_roles=exchange_roles,
+        identified=identified,
+        pinned=pinned,
     )
+    searches = [r for r in top_level if r.route == "servicePrincipals.list"]
+    assert len(searches) == (2 if pinned else 1), "by display name, and by appId when it is pinned"
     assert sim_env.count(route="mailboxSettings.get", tenant=tenant_id) == mailboxes
     assert sim_env.count(route="identity.token", tenant=tenant_id) == 1
 

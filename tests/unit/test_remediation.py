@@ -258,4 +258,9 @@ def test_journal_is_append_only_and_redacts(tmp_path: Path) -> None:
     lines = journal.path.read_text().splitlines()
     assert [json.loads(line)["n"] for line in lines] == [1, 2]
     assert "hunter2" not in journal.path.read_text()
-    assert Status.REMEDIATED.value == "remediated"
+    assert all(json.loads(line)["time"].endswith("+00:00") for line in lines), "each line is stamped in UTC"
+    # a later run (a new Journal on the same file) appends; it never truncates what earlier runs wrote
+    Journal(journal.path).append({"n": 3, "time": "kept"})
+    again = [json.loads(line) for line in journal.path.read_text().splitlines()]
+    assert [line["n"] for line in again] == [1, 2, 3] and again[2]["time"] == "kept"
+    assert journal.path.stat().st_mode & 0o777 == 0o640
