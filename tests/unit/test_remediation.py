@@ -14,7 +14,7 @@ from auditor.config import AuthMethod, EffectiveAuth, TenantConfig, VendorSettin
 from auditor.constants import SECURITY_READER_ROLE_ID
 from auditor.errors import ErrorCode, GraphError
 from auditor.evaluate import EvaluationSettings, evaluate
-from auditor.model import IdentificationMethod, RemediationAction, RoleEvidence, Status
+from auditor.model import IdentificationMethod, RemediationAction, RoleEvidence
 from auditor.remediation import Applier, Journal, plan_remediation, planned_remediation
 from tests.unit.test_evaluate import NOW, TENANT_ID, make_sp, snapshot, sr
 
