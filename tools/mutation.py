@@ -123,13 +123,16 @@ class Figures:
     no_tests: list[str] | None = None
     other: int = 0
     equivalent: list[str] | None = None
+    text_only: list[str] | None = None  # survivors that only change the wording of a message
 
     @property
     def total(self) -> int:
         return self.killed + self.timeout + len(self.survived or []) + len(self.no_tests or []) + self.other
 
     def rate(self, *, adjusted: bool) -> float:
-        total = self.total - (len(self.equivalent or []) if adjusted else 0)
+        """Killed share of all mutants; `adjusted` leaves out equivalents and wording-only survivors."""
+        left_out = len(set(self.equivalent or []) | set(self.text_only or [])) if adjusted else 0
+        total = self.total - left_out
         return 100.0 * (self.killed + self.timeout) / total if total else 0.0
 
 
@@ -218,9 +221,52 @@ def figures(name: str, module: Module, known_equivalents: dict[str, str]) -> Fig
     return result
 
 
-def report(names: list[str], *, diff: bool, mutmut: str) -> int:
+# Run inside a work directory: prints {mutant name: diff} as JSON for the names given on stdin.
+_DIFFS = """
+import json, sys
+from mutmut.__main__ import find_mutant, get_diff_for_mutant
+names = json.load(sys.stdin)
+print(json.dumps({n: get_diff_for_mutant(n, path=find_mutant(n).path) for n in names}))
+"""
+
+
+def diffs(name: str, mutants: list[str]) -> dict[str, str]:
+    """Each mutant's diff against the original source (mutmut's own rendering)."""
+    if not mutants:
+        return {}
+    done = subprocess.run(  # noqa: S603 (this interpreter, our own snippet)
+        [sys.executable, "-c", _DIFFS],
+        cwd=WORK / name,
+        input=json.dumps(mutants),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def wording_only(diff: str) -> bool:
+    """True when the mutant only changes the wording of a string (mutmut's "XX" padding or letter case),
+    i.e. a message's text, not what the code decides."""
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    if not removed or len(removed) != len(added):
+        return False
+    return all(
+        new.replace("XX", "").lower() == old.lower() != new for old, new in zip(removed, added, strict=True)
+    )
+
+
+def report(names: list[str], *, diff: bool) -> int:
     known = equivalents()
     rows = [(n, figures(n, MODULES[n], known)) for n in names]
+    texts: dict[str, str] = {}
+    for name, fig in rows:
+        if fig is not None:
+            found = diffs(name, [m for m in (fig.survived or []) + (fig.no_tests or []) if m not in known])
+            texts.update(found)
+            fig.text_only = [m for m, d in found.items() if wording_only(d)]
     print()
     print(
         f"{'module':<12} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} {'no tests':>8} "
@@ -232,27 +278,33 @@ def report(names: list[str], *, diff: bool, mutmut: str) -> int:
             continue
         print(
             f"{name:<12} {fig.total:>7} {fig.killed:>7} {fig.timeout:>7} {len(fig.survived or []):>8} "
-            f"{len(fig.no_tests or []):>8} {len(fig.equivalent or []):>6} {fig.rate(adjusted=False):>6.1f}% "
-            f"{fig.rate(adjusted=True):>6.1f}%"
+            f"{len(fig.no_tests or []):>8} {len(fig.text_only or []):>7} {len(fig.equivalent or []):>6} "
+            f"{fig.rate(adjusted=False):>6.1f}% {fig.rate(adjusted=True):>6.1f}%"
         )
+    print(
+        "kill % counts every mutant; logic % leaves out the equivalents (tests/mutation-equivalents.md) and\n"
+        "the survivors that only change a message's wording (listed apart below)."
+    )
     for name, fig in rows:
         if fig is None:
             continue
-        open_ones = [m for m in (fig.survived or []) + (fig.no_tests or []) if m not in known]
-        if not open_ones:
-            continue
-        print(
-            f"\nSurviving mutants in {MODULES[name].path} ({len(open_ones)}; `mutmut show NAME` in "
-            f"build/mutation/{name}/ shows one):"
-        )
-        for mutant in open_ones:
-            tag = " (no test calls it)" if mutant in (fig.no_tests or []) else ""
-            print(f"  {mutant}{tag}")
-            if diff:
-                shown = subprocess.run(  # noqa: S603 (our own venv's mutmut)
-                    [mutmut, "show", mutant], cwd=WORK / name, capture_output=True, text=True, check=False
-                )
-                print("    " + "\n    ".join(shown.stdout.strip().splitlines()[1:]))
+        survivors = [m for m in (fig.survived or []) + (fig.no_tests or []) if m not in known]
+        wording = [m for m in survivors if m in (fig.text_only or [])]
+        logic = [m for m in survivors if m not in wording]
+        if logic:
+            print(
+                f"\nSurviving mutants in {MODULES[name].path} ({len(logic)}; `mutmut show NAME` in "
+                f"build/mutation/{name}/ shows one):"
+            )
+            for mutant in logic:
+                tag = " (no test calls it)" if mutant in (fig.no_tests or []) else ""
+                print(f"  {mutant}{tag}")
+                if diff:
+                    print("    " + "\n    ".join(texts.get(mutant, "").strip().splitlines()[3:]))
+        if wording:
+            print(f"\nWording-only survivors in {MODULES[name].path}: {len(wording)}" + (":" if diff else ""))
+            for mutant in wording if diff else []:
+                print(f"  {mutant}")
     return 0
 
 
@@ -282,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for name in names:
             run(name, MODULES[name], args.jobs, mutmut)
-    return report(names, diff=args.diff, mutmut=mutmut)
+    return report(names, diff=args.diff)
 
 
 if __name__ == "__main__":
