@@ -48,8 +48,13 @@ class Module:
     tests: tuple[str, ...]  # the test selection (pytest node ids or files)
 
 
-UNIT = "tests/unit"
 FAILURE_PATHS = "tests/integration/test_failure_paths.py"
+ENGINE = "tests/integration/test_audit_engine.py"
+# A few end-to-end audits of the demo fleet: every verdict and every error once.
+ENGINE_CORE = (
+    f"{ENGINE}::test_every_demo_tenant_gets_the_verdict_its_situation_calls_for",
+    f"{ENGINE}::test_errors_carry_a_code_and_an_admin_ready_hint",
+)
 MODULES: dict[str, Module] = {
     "evaluate": Module(
         "auditor/evaluate.py",
@@ -63,43 +68,27 @@ MODULES: dict[str, Module] = {
     ),
     "remediation": Module(
         "auditor/remediation.py",
-        (
-            "tests/unit/test_remediation.py",
-            "tests/integration/test_remediation.py",
-            FAILURE_PATHS,
-        ),
+        ("tests/unit/test_remediation.py", FAILURE_PATHS, "tests/integration/test_remediation.py"),
     ),
     "collect": Module(
         "auditor/collect.py",
         (
-            "tests/unit/test_evaluate.py",
-            "tests/unit/test_config.py",
-            "tests/unit/test_evaluate_edges.py",
+            "tests/unit/test_collect.py",
             FAILURE_PATHS,
-            "tests/integration/test_audit_engine.py",
+            *ENGINE_CORE,
+            f"{ENGINE}::test_request_count_follows_the_readme_formula",
+            f"{ENGINE}::test_name_only_identification",
+            f"{ENGINE}::test_more_than_999_users_are_paged_completely",
         ),
     ),
-    "reader": Module(
-        "auditor/graph/reader.py",
-        (
-            FAILURE_PATHS,
-            "tests/integration/test_audit_engine.py",
-            "tests/simulator/test_batch_and_faults.py",
-            "tests/simulator/test_identity.py",
-        ),
-    ),
+    "reader": Module("auditor/graph/reader.py", ("tests/unit/test_reader.py", FAILURE_PATHS, *ENGINE_CORE)),
     "client": Module(
         "auditor/graph/client.py",
-        (
-            FAILURE_PATHS,
-            "tests/simulator/test_batch_and_faults.py",
-            "tests/simulator/test_identity.py",
-            "tests/integration/test_audit_engine.py",
-        ),
+        (FAILURE_PATHS, "tests/simulator/test_identity.py", "tests/simulator/test_batch_and_faults.py"),
     ),
     "writer": Module(
         "auditor/graph/writer.py",
-        ("tests/unit/test_remediation.py", "tests/integration/test_remediation.py", FAILURE_PATHS),
+        ("tests/unit/test_remediation.py", FAILURE_PATHS, "tests/integration/test_remediation.py"),
     ),
     "rows": Module(
         "auditor/reporting/rows.py", ("tests/reporting/test_rows.py", "tests/reporting/test_history_rows.py")
