@@ -5,7 +5,8 @@ own test selection, because mutmut takes one test selection per run: the modules
 engine passes through (reader.send, say) would otherwise run every integration test for each mutant.
 Inside that selection mutmut's own per-function coverage picks the tests that call the mutated function.
 
-Results are cached by mutmut in each work directory: a second run only re-tests what changed.
+Each run starts afresh (mutmut would keep a mutant's old result although the tests changed); --resume
+keeps the earlier results, e.g. to finish an interrupted run.
 Mutants that are true equivalents (no behaviour can tell them apart) are listed, with a reason, in
 tests/mutation-equivalents.md; they are reported apart and excluded from the adjusted kill rate.
 
@@ -68,7 +69,12 @@ MODULES: dict[str, Module] = {
     ),
     "remediation": Module(
         "auditor/remediation.py",
-        ("tests/unit/test_remediation.py", FAILURE_PATHS, "tests/integration/test_remediation.py"),
+        (
+            "tests/unit/test_remediation.py",
+            "tests/unit/test_remediation_edges.py",
+            FAILURE_PATHS,
+            "tests/integration/test_remediation.py",
+        ),
     ),
     "collect": Module(
         "auditor/collect.py",
@@ -136,10 +142,15 @@ def equivalents() -> dict[str, str]:
     return found
 
 
-def prepare(name: str, module: Module, jobs: int) -> Path:
-    """A fresh copy of the checkout for one module, with its mutmut settings (mutmut's cache is kept)."""
+def prepare(name: str, module: Module, *, resume: bool) -> Path:
+    """A fresh copy of the checkout for one module, with its mutmut settings.
+
+    mutmut keeps a mutant's result even when the tests change, so results are thrown away unless `resume`
+    (then only mutants of changed functions, and ones not tried yet, are tested)."""
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
     for item in COPIED:
         source, target = ROOT / item, work / item
         if source.is_dir():
@@ -171,8 +182,8 @@ def prepare(name: str, module: Module, jobs: int) -> Path:
     return work
 
 
-def run(name: str, module: Module, jobs: int, mutmut: str) -> None:
-    work = prepare(name, module, jobs)
+def run(name: str, module: Module, jobs: int, mutmut: str, *, resume: bool) -> None:
+    work = prepare(name, module, resume=resume)
     log = work / "mutmut.log"
     started = time.monotonic()
     print(f"== {name}: mutating {module.path} (tests: {', '.join(module.tests)}); log: {log}", flush=True)
@@ -313,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"modules to run (default: all of {', '.join(MODULES)})")
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     parser.add_argument("--report-only", action="store_true", help="print the figures of earlier runs")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep earlier results (stale if the tests changed since)"
+    )
     parser.add_argument("--diff", action="store_true", help="print each survivor's diff")
     args = parser.parse_args(argv)
     names = list(args.modules) or list(MODULES)
@@ -322,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     if not args.report_only:
         for name in names:
-            run(name, MODULES[name], args.jobs, mutmut)
+            run(name, MODULES[name], args.jobs, mutmut, resume=args.resume)
     return report(names, diff=args.diff)
 
 
