@@ -249,13 +249,13 @@ class TenantCollector:
         eligible: list[RoleAssignmentRecord] = []
         try:
             instances = await self.reader.role_assignment_instances(_principal_filter(principals))
-            pim_available = True
             ends = {(i.get("roleAssignmentOriginId") or i.get("id")): i.get("endDateTime") for i in instances}
             active = [_with_end(a, ends.get(a.id)) for a in active]
             eligible = [
                 _assignment(i, via_group=i.get("principalId") != sp.id)
                 for i in await self.reader.role_eligibility_instances(_principal_filter(principals))
             ]
+            pim_available = True  # only once both PIM reads worked (RoleEvidence.pim_available)
         except GraphError as exc:
             if exc.status == 400 and "AadPremiumLicenseRequired" in exc.message:
                 pim_available = False

@@ -80,6 +80,7 @@ MODULES: dict[str, Module] = {
         "auditor/collect.py",
         (
             "tests/unit/test_collect.py",
+            "tests/unit/test_collector.py",
             FAILURE_PATHS,
             *ENGINE_CORE,
             f"{ENGINE}::test_request_count_follows_the_readme_formula",
