@@ -13,7 +13,17 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from auditor.graph.reader import BATCH_LIMIT, MAILBOX_BATCHES_IN_FLIGHT, GraphReader, MailboxAnswer
+import pytest
+
+from auditor.errors import DEFAULT_HINTS, ErrorCode
+from auditor.graph.reader import (
+    BATCH_LIMIT,
+    MAILBOX_BATCHES_IN_FLIGHT,
+    GraphReader,
+    MailboxAnswer,
+    _network_error,
+    translate_auth_error,
+)
 
 Answer = Callable[[str, int], dict[str, Any] | None]  # (user id, times asked) -> batch item (None: left out)
 
@@ -132,3 +142,55 @@ async def test_users_go_twenty_to_a_batch_at_most_four_batches_at_a_time() -> No
 async def test_no_users_no_requests() -> None:
     answers, reader = await purposes(lambda uid, _: ok("user"), [])
     assert answers == {} and reader.batches == []
+
+
+# --- sign-in and network failures, as the administrator reads them ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("aadsts", "hint"),
+    [
+        ("7000215", "The client secret is wrong or has expired: create a new client secret for app c1"),
+        ("7000222", "The client secret has expired: create a new client secret for app c1."),
+        (
+            "700016",
+            "App c1 is not known in tenant Contoso (t1): an administrator of that tenant must grant admin consent "
+            "to it (https://login.microsoftonline.com/t1/adminconsent?client_id=c1)",
+        ),
+        ("90002", "Tenant t1 does not exist in this cloud"),
+        ("700027", "The certificate is not registered on app c1"),
+        ("700024", "check this machine's clock"),
+        ("70021", "No federated credential on app c1 matches this workload identity"),
+    ],
+)
+def test_sign_in_failures_carry_the_fix_for_their_aadsts_code(aadsts: str, hint: str) -> None:
+    error = translate_auth_error(
+        Exception(f"Microsoft Entra ID error '(invalid_client) AADSTS{aadsts}: Something. Trace ID: abc'"),
+        "c1",
+        "Contoso (t1)",
+        "t1",
+    )
+    assert error.code is ErrorCode.AUTH_FAILED
+    assert hint in error.hint
+    assert (
+        error.message == f"Sign-in to tenant Contoso (t1) failed: (invalid_client) AADSTS{aadsts}: Something."
+    )
+
+
+def test_an_unknown_sign_in_failure_gets_the_general_advice_and_is_redacted() -> None:
+    error = translate_auth_error(Exception("boom client_secret=hunter2"), "c1", "Contoso (t1)")
+    assert error.hint == DEFAULT_HINTS[ErrorCode.AUTH_FAILED] and "hunter2" not in error.message
+    with_tenant_label = translate_auth_error(Exception("AADSTS700016: x"), "c1", "Contoso (t1)")
+    assert "https://login.microsoftonline.com/Contoso (t1)/adminconsent" in with_tenant_label.hint
+
+
+def test_a_certificate_error_says_how_to_trust_the_endpoint() -> None:
+    error = _network_error(Exception("[SSL: CERTIFICATE_VERIFY_FAILED] self-signed"), "Contoso (t1)")
+    assert error.code is ErrorCode.NETWORK_ERROR
+    assert error.message.startswith(
+        "Could not reach Microsoft Graph for tenant Contoso (t1): [SSL: CERTIFICATE"
+    )
+    assert "set ca_bundle in the config (or SSL_CERT_FILE)" in error.hint
+    plain = _network_error(ConnectionResetError(), "Contoso (t1)")
+    assert plain.hint == DEFAULT_HINTS[ErrorCode.NETWORK_ERROR]
+    assert plain.message.endswith(": ConnectionResetError")
