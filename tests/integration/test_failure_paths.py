@@ -300,6 +300,35 @@ async def test_time_outs_that_persist_are_an_error_not_a_verdict(
     assert sum(1 for path in sent if path.endswith("/users")) >= 2, "it was tried more than once"
 
 
+@pytest.mark.parametrize(("status", "code"), [(503, "ServiceUnavailable"), (429, "TooManyRequests")])
+async def test_a_read_answered_with_retry_after_is_retried_once_it_has_passed(
+    fp_sim: GraphSimulator, tmp_path: Path, status: int, code: str
+) -> None:
+    fp_sim.add_fault_rule(
+        FaultRule(
+            route="users.list", tenant_id=TENANT_IDS["healthy"], status=status, code=code, retry_after=1
+        )
+    )
+    result = await audit(fp_sim, tmp_path, "healthy")
+    assert_healthy(result)
+    sent = records(fp_sim, "healthy", "users.list")
+    assert [r.status for r in sent] == [status, 200]
+    assert sent[1].time - sent[0].time >= 0.95, "not before Retry-After"
+
+
+async def test_a_5xx_without_retry_after_is_retried_after_a_back_off(
+    fp_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    fp_sim.add_fault_rule(
+        FaultRule(route="users.list", tenant_id=TENANT_IDS["healthy"], status=502, code="BadGateway")
+    )
+    result = await audit(fp_sim, tmp_path, "healthy")
+    assert_healthy(result)
+    sent = records(fp_sim, "healthy", "users.list")
+    assert [r.status for r in sent] == [502, 200]
+    assert sent[1].time - sent[0].time >= 0.2
+
+
 # --- Graph's refusals map to the error an administrator can act on ----------------------------------------
 
 
