@@ -183,15 +183,22 @@ def prepare(name: str, module: Module, *, resume: bool) -> Path:
     return work
 
 
-def run(name: str, module: Module, jobs: int, mutmut: str, *, resume: bool) -> None:
-    work = prepare(name, module, resume=resume)
+def run(name: str, module: Module, jobs: int, mutmut: str, *, resume: bool, survivors: bool = False) -> None:
+    again: list[str] = []
+    if survivors:  # re-test only the mutants that survived the last run, with the tests as they are now
+        last = figures(name, module, {})
+        again = (last.survived or []) + (last.no_tests or []) if last else []
+        if not again:
+            print(f"== {name}: no survivors to re-test", flush=True)
+            return
+    work = prepare(name, module, resume=resume or survivors)
     log = work / "mutmut.log"
     started = time.monotonic()
     print(f"== {name}: mutating {module.path} (tests: {', '.join(module.tests)}); log: {log}", flush=True)
     with log.open("w", encoding="utf-8") as out:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         code = subprocess.call(  # noqa: S603 (our own venv's mutmut, fixed arguments)
-            [mutmut, "run", "--max-children", str(jobs)],
+            [mutmut, "run", "--max-children", str(jobs), *again],
             cwd=work,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -329,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="keep earlier results (stale if the tests changed since)"
     )
     parser.add_argument("--diff", action="store_true", help="print each survivor's diff")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="re-test only the last run's survivors with the current tests",
+    )
     args = parser.parse_args(argv)
     names = list(args.modules) or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -337,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     if not args.report_only:
         for name in names:
-            run(name, MODULES[name], args.jobs, mutmut, resume=args.resume)
+            run(name, MODULES[name], args.jobs, mutmut, resume=args.resume, survivors=args.survivors)
     return report(names, diff=args.diff)
 
 

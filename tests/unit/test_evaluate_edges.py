@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from auditor.config import parse_config
+from auditor.config import VendorSettings, parse_config
 from auditor.constants import ROLE_EXPIRY_WARNING_DAYS
 from auditor.errors import ErrorCode, TenantError
 from auditor.evaluate import (
@@ -557,3 +557,46 @@ def test_settings_for_a_tenant_come_from_the_config(tmp_path: Path) -> None:
     assert settings.vendor == config.vendor and settings.vendor.app_id == VENDOR_APP_ID
     assert (settings.price_per_mailbox, settings.currency, settings.tags) == (4.0, "EUR", ("gold",))
     assert settings.authority == config.tenants[0].auth.authority != EvaluationSettings().authority
+
+
+@pytest.mark.parametrize(
+    ("snap", "code", "severity"),
+    [
+        (snapshot(exchange=ExchangeAppRoles()), C.EXCHANGE_PERMISSION_MISSING, Severity.HIGH),
+        (snapshot(mailboxes=census(unclassified=1)), C.MAILBOX_SCAN_INCOMPLETE, Severity.MEDIUM),
+        (snapshot(mailboxes=census(enabled=True)), C.SHARED_MAILBOX_SIGNIN_ENABLED, Severity.MEDIUM),
+        (snapshot(mailboxes=census(licensed=True)), C.SHARED_MAILBOX_LICENSED, Severity.LOW),
+        (
+            snapshot(roles=RoleEvidence(eligible=(sr(),), pim_available=True)),
+            C.ROLE_ELIGIBLE_ONLY,
+            Severity.HIGH,
+        ),
+        (snapshot(roles=RoleEvidence(pim_available=True)), C.ROLE_MISSING, Severity.HIGH),
+        (snapshot(roles=RoleEvidence(active=(sr(scope="/x"),))), C.ROLE_SCOPED, Severity.HIGH),
+        (snapshot(candidates=(make_sp(enabled=False),)), C.SP_DISABLED, Severity.CRITICAL),
+        (snapshot(roles=RoleEvidence(active=(sr(),), pim_available=False)), C.PIM_UNAVAILABLE, Severity.INFO),
+    ],
+)
+def test_each_finding_has_its_severity_and_a_message(
+    snap: Any, code: FindingCode, severity: Severity
+) -> None:
+    [finding] = [f for f in evaluate(snap, PINNED, NOW).findings if f.code is code]
+    assert finding.severity is severity
+    assert TENANT in finding.message and "None" not in finding.message
+
+
+def test_eligible_only_message_explains_why_it_does_not_count() -> None:
+    said = messages(evaluate(snapshot(roles=RoleEvidence(eligible=(sr(),), pim_available=True)), PINNED, NOW))
+    assert "is only PIM-eligible for Security Reader" in said[C.ROLE_ELIGIBLE_ONLY]
+    assert "a service principal cannot activate an eligible role" in said[C.ROLE_ELIGIBLE_ONLY]
+
+
+def test_not_found_without_a_display_name_names_only_the_app_id() -> None:
+    settings = EvaluationSettings(vendor=VendorSettings(app_id=VENDOR_APP_ID, app_display_name=""))
+    said = messages(evaluate(snapshot(candidates=()), settings, NOW))
+    assert f"No service principal of the vendor app (appId {VENDOR_APP_ID}) exists" in said[C.SP_NOT_FOUND]
+
+
+def test_unknown_billing_keeps_the_currency() -> None:
+    billing = billing_for(Status.NON_COMPLIANT, None, 2.5, "EUR")
+    assert billing.currency == "EUR" and billing.monthly_cost is None
