@@ -278,7 +278,7 @@ def report(names: list[str], *, diff: bool) -> int:
     print()
     print(
         f"{'module':<12} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} {'no tests':>8} "
-        f"{'equiv.':>6} {'kill %':>7} {'adj. %':>7}"
+        f"{'wording':>7} {'equiv.':>6} {'kill %':>7} {'logic %':>7}"
     )
     for name, fig in rows:
         if fig is None:
