@@ -118,6 +118,7 @@ class Figures:
     survived: list[str] | None = None
     no_tests: list[str] | None = None
     other: int = 0
+    pending: int = 0  # not tested yet (an interrupted or running run)
     equivalent: list[str] | None = None
     text_only: list[str] | None = None  # survivors that only change the wording of a message
 
@@ -220,6 +221,8 @@ def figures(name: str, module: Module, known_equivalents: dict[str, str]) -> Fig
             result.killed += 1
         elif code in TIMEOUT:
             result.timeout += 1
+        elif code is None:
+            result.pending += 1
         elif code in SURVIVED or code in NO_TESTS:
             if mutant in known_equivalents:
                 result.equivalent.append(mutant)  # type: ignore[union-attr]
@@ -288,6 +291,7 @@ def report(names: list[str], *, diff: bool) -> int:
             f"{name:<12} {fig.total:>7} {fig.killed:>7} {fig.timeout:>7} {len(fig.survived or []):>8} "
             f"{len(fig.no_tests or []):>8} {len(fig.text_only or []):>7} {len(fig.equivalent or []):>6} "
             f"{fig.rate(adjusted=False):>6.1f}% {fig.rate(adjusted=True):>6.1f}%"
+            + (f"  ({fig.pending} not tested yet)" if fig.pending else "")
         )
     print(
         "kill % counts every mutant; logic % leaves out the equivalents (tests/mutation-equivalents.md) and\n"

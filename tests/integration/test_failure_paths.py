@@ -507,3 +507,25 @@ async def test_a_503_with_retry_after_is_waited_out_before_the_read_back(
     assert read_backs, "it read back before deciding"
     assert read_backs[0].time - post.time >= 1.9, "no request before Retry-After has passed"
     assert vendor_security_readers(write_sim, "role-missing") == 1
+
+
+async def test_a_refused_re_read_before_writing_fails_naming_the_tenant_and_posts_nothing(
+    write_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    config = make_config(write_sim, tmp_path)
+    tenant = tenant_config(config, "role-missing")
+    result = await TenantAuditor(config)(tenant)
+    plan = plan_remediation([result], [tenant])
+    write_sim.add_fault_rule(
+        FaultRule(
+            route="roleAssignments.list",
+            tenant_id=tenant.tenant_id,
+            status=403,
+            code="Authorization_RequestDenied",
+            times=10,
+        )
+    )
+    outcome = (await apply_plan(plan, Journal(tmp_path / "remediation.jsonl")))[tenant.tenant_id]
+    assert outcome.action is A.FAILED
+    assert tenant.label in outcome.detail and "RoleManagement.Read.Directory" in outcome.detail
+    assert records(write_sim, "role-missing", "roleAssignments.create") == []

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from auditor.config import AuthMethod
 from auditor.constants import SECURITY_READER_ROLE_ID
 from auditor.evaluate import evaluate
 from auditor.graph.writer import WriteAnswer
@@ -26,6 +29,7 @@ from auditor.remediation import (
     plan_remediation,
     planned_remediation,
 )
+from tests.unit.test_collect import auth
 from tests.unit.test_evaluate import NOW, SP_ID, TENANT_ID, VENDOR_APP_ID, snapshot
 from tests.unit.test_remediation import MISSING, PINNED, FakeGraph, tenant
 
@@ -246,3 +250,88 @@ async def test_max_changes_zero_writes_nothing(tmp_path: Path, limit: int) -> No
 async def test_entries_that_are_not_planned_are_not_applied(tmp_path: Path) -> None:
     outcomes = await apply_plan([entry(remediate=False)], Journal(tmp_path / "j.jsonl"), environ={})
     assert outcomes == {}
+
+
+def assert_stamped_now_in_utc(outcome: Any) -> None:
+    assert outcome.at is not None and outcome.at.utcoffset() == timedelta(0)
+    assert abs((datetime.now(UTC) - outcome.at).total_seconds()) < 60
+
+
+async def test_already_present_is_journaled_as_a_read(tmp_path: Path) -> None:
+    graph = FakeGraph([], [], present=True)
+    journal = Journal(tmp_path / "j.jsonl")
+    outcome = await Applier(graph, graph, journal, sleep=Sleeps()).apply(entry())
+    assert outcome.action is RemediationAction.ALREADY_PRESENT
+    assert (outcome.detail, outcome.role_assignment_id) == (
+        "already present when re-read before writing",
+        "ra-1",
+    )
+    assert_stamped_now_in_utc(outcome)
+    [line] = journal_lines(journal)
+    assert (line["action"], line["outcome"], line["assignment_id"]) == ("read", "already_present", "ra-1")
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [Answer(400, code="Request_BadRequest", message="bad principal")],  # refused
+        [Answer(503)] * 3,  # never confirmed
+        [Answer(201)],  # accepted, never visible
+    ],
+)
+async def test_every_outcome_is_stamped_in_utc(tmp_path: Path, answers: list[Any]) -> None:
+    graph = FakeGraph(answers, [False] * len(answers))
+    outcome = await Applier(graph, graph, Journal(tmp_path / "j.jsonl"), sleep=Sleeps()).apply(entry())
+    assert outcome.action is RemediationAction.FAILED
+    assert_stamped_now_in_utc(outcome)
+
+
+async def test_a_settings_failure_is_stamped_in_utc(tmp_path: Path) -> None:
+    outcome = (await apply_plan([entry()], Journal(tmp_path / "j.jsonl"), environ={}))[TENANT_ID]
+    assert_stamped_now_in_utc(outcome)
+
+
+async def test_the_write_uses_the_remediation_credential(tmp_path: Path) -> None:
+    write = auth(
+        AuthMethod.SECRET, client_secret_env="WRITE", client_id="22222222-0000-0000-0000-000000000000"
+    )
+    planned = replace(entry(), tenant=replace(tenant(), write_auth=write))
+    used: list[str] = []
+
+    @asynccontextmanager
+    async def sign_in(settings: Any) -> Any:
+        used.append(f"{settings.client_id}:{settings.client_secret}")
+        raise OSError("stop here")
+        yield
+
+    outcomes = await apply_plan(
+        [planned], Journal(tmp_path / "j.jsonl"), session_factory=sign_in, environ={"WRITE": "w-secret-2"}
+    )
+    assert used == ["22222222-0000-0000-0000-000000000000:w-secret-2"], (
+        "not the read identity (whose S is unset)"
+    )
+    assert outcomes[TENANT_ID].action is RemediationAction.FAILED
+
+
+@pytest.mark.parametrize(("concurrency", "most"), [(None, 4), (1, 1), (0, 1), (2, 2)])
+async def test_tenants_are_written_a_few_at_a_time(
+    tmp_path: Path, concurrency: int | None, most: int
+) -> None:
+    open_now = peak = 0
+
+    @asynccontextmanager
+    async def sign_in(settings: Any) -> Any:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        await asyncio.sleep(0.02)
+        open_now -= 1
+        raise OSError("stop here")
+        yield
+
+    entries = [replace(entry(), tenant=replace(tenant(), tenant_id=f"t{i}")) for i in range(6)]
+    options: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
+    outcomes = await apply_plan(
+        entries, Journal(tmp_path / "j.jsonl"), session_factory=sign_in, environ={"S": "x"}, **options
+    )
+    assert len(outcomes) == 6 and peak == most
