@@ -194,3 +194,20 @@ def test_a_certificate_error_says_how_to_trust_the_endpoint() -> None:
     plain = _network_error(ConnectionResetError(), "Contoso (t1)")
     assert plain.hint == DEFAULT_HINTS[ErrorCode.NETWORK_ERROR]
     assert plain.message.endswith(": ConnectionResetError")
+
+
+async def test_an_item_that_stays_throttled_is_reported_never_dropped() -> None:
+    def answer(uid: str, times: int) -> dict[str, Any]:
+        if uid == "stuck":
+            return error(429, "TooManyRequests", {"Retry-After": "0"})
+        return ok("user")
+
+    answers, reader = await purposes(answer, ["stuck", "fine"])
+    assert answers["fine"] == MailboxAnswer("user")
+    stuck = answers["stuck"]
+    assert stuck.purpose is None and not stuck.no_mailbox
+    assert stuck.failure is not None and stuck.failure.startswith("429 TooManyRequests after ")
+    assert stuck.failure.endswith(f" {len(reader.times_asked('stuck'))} attempts"), (
+        "says how often it was asked"
+    )
+    assert len(reader.times_asked("stuck")) > 1
