@@ -239,8 +239,13 @@ def figures(name: str, module: Module, known_equivalents: dict[str, str]) -> Fig
 _DIFFS = """
 import json, sys
 from mutmut.__main__ import find_mutant, get_diff_for_mutant
-names = json.load(sys.stdin)
-print(json.dumps({n: get_diff_for_mutant(n, path=find_mutant(n).path) for n in names}))
+found = {}
+for name in json.load(sys.stdin):
+    try:
+        found[name] = get_diff_for_mutant(name, path=find_mutant(name).path)
+    except Exception as exc:  # a mutant mutmut cannot show any more: report it as it is
+        found[name] = f"(no diff: {exc})"
+print(json.dumps(found))
 """
 
 
@@ -254,9 +259,13 @@ def diffs(name: str, mutants: list[str]) -> dict[str, str]:
         input=json.dumps(mutants),
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
-    found: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        print(f"   (could not read the diffs of {name}'s survivors: {done.stderr.strip()[-300:]})")
+        return {}
+    found: dict[str, str] = json.loads(lines[-1])
     return found
 
 

@@ -295,7 +295,8 @@ async def test_time_outs_that_persist_are_an_error_not_a_verdict(
     result = await audit(fp_sim, tmp_path, "healthy", timeout_seconds=0.5, sent=sent)
     assert result.status is Status.ERROR
     assert result.error is not None and result.error.code is ErrorCode.TIMEOUT
-    assert "did not answer" in result.error.message
+    assert "did not answer " in result.error.message and "/v1.0/users in time" in result.error.message
+    assert "$select" not in result.error.message, "the path, without the query"
     assert result.billing.monthly_cost is None
     assert sum(1 for path in sent if path.endswith("/users")) >= 2, "it was tried more than once"
 
@@ -314,6 +315,18 @@ async def test_a_read_answered_with_retry_after_is_retried_once_it_has_passed(
     sent = records(fp_sim, "healthy", "users.list")
     assert [r.status for r in sent] == [status, 200]
     assert sent[1].time - sent[0].time >= 0.95, "not before Retry-After"
+
+
+async def test_the_back_off_grows_from_one_retry_to_the_next(fp_sim: GraphSimulator, tmp_path: Path) -> None:
+    fp_sim.add_fault_rule(
+        FaultRule(route="users.list", tenant_id=TENANT_IDS["healthy"], status=502, code="BadGateway", times=2)
+    )
+    result = await audit(fp_sim, tmp_path, "healthy")
+    assert_healthy(result)
+    sent = records(fp_sim, "healthy", "users.list")
+    assert [r.status for r in sent] == [502, 502, 200]
+    first, second = sent[1].time - sent[0].time, sent[2].time - sent[1].time
+    assert first >= 0.2 and second > first
 
 
 async def test_a_5xx_without_retry_after_is_retried_after_a_back_off(
