@@ -276,9 +276,19 @@ def wording_only(diff: str) -> bool:
     added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
     if not removed or len(removed) != len(added):
         return False
-    return all(
-        new.replace("XX", "").lower() == old.lower() != new for old, new in zip(removed, added, strict=True)
-    )
+    return all(_reworded(old, new) for old, new in zip(removed, added, strict=True))
+
+
+def _reworded(old: str, new: str) -> bool:
+    """`new` differs from `old` only inside a string literal that is prose (it has a space): a message,
+    not a key, a code or a format."""
+    if new == old or new.replace("XX", "").lower() != old.lower():
+        return False
+    start = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), len(old))
+    quotes = [i for i, char in enumerate(old) if char in "\"'"]
+    before = [i for i in quotes if i < start]
+    after = [i for i in quotes if i >= start]
+    return bool(before and after) and " " in old[before[-1] + 1 : after[0]]
 
 
 def report(names: list[str], *, diff: bool) -> int:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from auditor.collect import TenantCollector, search_vendor
+from auditor.collect import SettingsError, TenantCollector, search_vendor
 from auditor.config import AuditConfig, AuthMethod, VendorSettings
 from auditor.constants import EXCHANGE_ONLINE_APP_ID, SECURITY_READER_ROLE_ID
-from auditor.errors import ErrorCode, GraphError
+from auditor.errors import ErrorCode, GraphError, TenantError
 from auditor.graph.reader import MailboxAnswer
 from auditor.model import Collected, ExchangeAppRoles, Failed, RoleEvidence, TenantSnapshot
 from tests.unit.test_collect import auth, tenant
@@ -351,3 +351,23 @@ async def test_an_unreadable_organization_is_only_a_warning(caplog: pytest.LogCa
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "organization_unreadable"]
     assert record.levelname == "WARNING" and "using the configured name" in record.getMessage()
     assert getattr(record, "tenant_id", None) == "aaaaaaaa-0000-0000-0000-000000000001"
+
+
+async def test_sparse_assignment_items_are_kept_without_invented_values() -> None:
+    reader = FakeReader(
+        active={SP: [{"principalId": SP}]},
+        eligibilities=[{"principalId": SP, "memberType": "Inherited"}, {"id": "e2", "principalId": SP}],
+    )
+    roles = roles_of(await collect(reader))
+    [active] = roles.active
+    assert (active.id, active.role_definition_id, active.directory_scope_id) == ("", "", "")
+    assert active.member_type == "Direct"
+    inherited, plain = roles.eligible
+    assert inherited.member_type == "Inherited" and plain.member_type == "Direct"
+    nobody = roles_of(await collect(FakeReader(active={SP: [{"id": "x"}]}))).active[0]
+    assert nobody.principal_id == ""
+
+
+def test_a_settings_error_reads_as_its_message() -> None:
+    error = SettingsError(TenantError(ErrorCode.CONFIG_ERROR, "Contoso: variable S is not set", "Set S"))
+    assert str(error) == "Contoso: variable S is not set"
