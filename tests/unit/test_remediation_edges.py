@@ -335,3 +335,43 @@ async def test_tenants_are_written_a_few_at_a_time(
         entries, Journal(tmp_path / "j.jsonl"), session_factory=sign_in, environ={"S": "x"}, **options
     )
     assert len(outcomes) == 6 and peak == most
+
+
+class Replicating(FakeGraph):
+    """An assignment the server applied shows up only from the `visible_from`-th read on."""
+
+    def __init__(self, answers: list[Any], applies: list[bool], visible_from: int) -> None:
+        super().__init__(answers, applies)
+        self.visible_from = visible_from
+
+    async def role_assignments(self, odata_filter: str) -> list[dict[str, Any]]:
+        found = await super().role_assignments(odata_filter)
+        return found if self.reads >= self.visible_from else []
+
+
+async def test_accepted_but_never_visible_is_journaled_as_a_failed_verify(tmp_path: Path) -> None:
+    graph = FakeGraph([Answer(201, "ra-1", request_id="req-7")], [False])
+    journal = Journal(tmp_path / "j.jsonl")
+    outcome = await Applier(graph, graph, journal, sleep=Sleeps()).apply(entry())
+    assert outcome.action is RemediationAction.FAILED and outcome.request_id == "req-7"
+    last = journal_lines(journal)[-1]
+    assert (last["action"], last["outcome"], last["error"]) == (
+        "verify",
+        "failed",
+        "not visible after creation",
+    )
+
+
+@pytest.mark.parametrize("status", [0, 503])
+async def test_after_a_doubtful_answer_the_read_back_waits_for_replication(
+    tmp_path: Path, status: int
+) -> None:
+    # applied on the server; the answer was lost (or a 503); visible only from the third read on
+    graph = Replicating([Answer(status, request_id="req-8")], [True], visible_from=3)
+    journal = Journal(tmp_path / "j.jsonl")
+    outcome = await Applier(graph, graph, journal, sleep=Sleeps()).apply(entry())
+    assert outcome.action is RemediationAction.CREATED, outcome.detail
+    assert (outcome.role_assignment_id, outcome.request_id) == ("ra-1", "req-8")
+    assert graph.posts == 1
+    last = journal_lines(journal)[-1]
+    assert (last["action"], last["outcome"], last["assignment_id"]) == ("verify", "created", "ra-1")
