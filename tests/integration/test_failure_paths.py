@@ -371,7 +371,7 @@ async def test_an_unexpected_graph_error_is_a_graph_error_not_a_permission_probl
     result = await audit(fp_sim, tmp_path, "healthy")
     assert result.status is Status.ERROR
     assert result.error is not None and result.error.code is ErrorCode.GRAPH_ERROR
-    assert "400" in result.error.message
+    assert result.error.message.startswith("Graph answered 400 BadRequest: ")
 
 
 async def test_a_sign_in_failure_during_the_pim_reads_fails_the_tenant(

@@ -211,3 +211,15 @@ async def test_an_item_that_stays_throttled_is_reported_never_dropped() -> None:
         "says how often it was asked"
     )
     assert len(reader.times_asked("stuck")) > 1
+
+
+def test_a_sign_in_failure_is_read_from_the_sdk_errors_message() -> None:
+    class SdkError(Exception):
+        message = "AADSTS7000222: The provided client secret keys are expired."
+
+    error = translate_auth_error(SdkError("ClientSecretCredential.get_token failed"), "c1", "Contoso (t1)")
+    assert (
+        error.message
+        == "Sign-in to tenant Contoso (t1) failed: AADSTS7000222: The provided client secret keys are expired."
+    )
+    assert "create a new client secret for app c1" in error.hint
