@@ -103,7 +103,13 @@ MODULES: dict[str, Module] = {
     ),
     "errors": Module(
         "auditor/errors.py",
-        ("tests/unit/test_logs.py", "tests/unit/test_cli.py", "tests/integration/test_no_secrets.py"),
+        (
+            "tests/unit/test_logs.py",
+            "tests/unit/test_evaluate.py",
+            "tests/unit/test_collect.py",
+            "tests/unit/test_reader.py",
+            "tests/unit/test_cli.py",
+        ),
     ),
     "store": Module(
         "auditor/history/store.py", ("tests/history/test_store.py", "tests/history/test_recorder.py")
