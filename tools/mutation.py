@@ -89,7 +89,7 @@ MODULES: dict[str, Module] = {
             f"{ENGINE}::test_more_than_999_users_are_paged_completely",
         ),
     ),
-    "reader": Module("auditor/graph/reader.py", ("tests/unit/test_reader.py", FAILURE_PATHS, *ENGINE_CORE)),
+    "reader": Module("auditor/graph/reader.py", ("tests/unit/test_reader.py", FAILURE_PATHS)),
     "client": Module(
         "auditor/graph/client.py",
         (FAILURE_PATHS, "tests/simulator/test_identity.py", "tests/simulator/test_batch_and_faults.py"),
