@@ -112,7 +112,10 @@ def test_every_asked_mailbox_denied_is_a_missing_permission(kinds: list[str | No
     error = raised.value
     assert error.code is ErrorCode.PERMISSION_DENIED and error.status == 403
     assert "MailboxSettings.Read" in error.message and TENANT in error.message
-    assert "MailboxSettings.Read" in error.hint and APP in error.hint
+    assert error.hint == (
+        f"Grant the Microsoft Graph application permission MailboxSettings.Read to {APP} and have an "
+        f"administrator of tenant {TENANT} grant admin consent, then re-run."
+    )
 
 
 def test_a_404_beside_the_403s_is_an_answer_so_the_scan_is_partial() -> None:

@@ -114,6 +114,7 @@ class FakeReader:
 
     async def service_principal_by_app_id(self, app_id: str, select: list[str]) -> dict[str, Any]:
         self._read("service_principal_by_app_id", app_id)
+        assert select == ["id", "appRoles"], select  # Graph answers only the properties asked for
         return {"id": EXO_SP.upper(), "appRoles": [{"id": MANAGE_AS_APP, "value": "Exchange.ManageAsApp"}]}
 
     async def users(self, select: list[str]) -> list[dict[str, Any]]:
