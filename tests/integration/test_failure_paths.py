@@ -358,8 +358,38 @@ async def test_a_refused_read_is_a_permission_error_naming_the_permission(
     result = await audit(fp_sim, tmp_path, "healthy")
     assert result.status is Status.ERROR
     assert result.error is not None and result.error.code is ErrorCode.PERMISSION_DENIED
-    assert "User.Read.All" in result.error.message and "User.Read.All" in result.error.hint
+    label = tenant_config(make_config(fp_sim, tmp_path), "healthy").label
+    assert result.error.message.startswith(f"Graph answered {status} {code}: The service is temporarily")
+    assert f"(tenant {label}; needs User.Read.All) (request-id " in result.error.message
+    assert result.error.hint.startswith(
+        "Grant the Microsoft Graph application permission User.Read.All to the "
+    )
+    assert result.error.hint.endswith(
+        f"and have an administrator of tenant {label} grant admin consent, then re-run."
+    )
     assert len(records(fp_sim, "healthy", "users.list")) == 1, "a refusal is not retried"
+
+
+async def test_throttling_that_never_ends_is_an_error_not_a_verdict(
+    fp_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    # Retry-After: 0 keeps this quick; the retry budget still ends.
+    fp_sim.add_fault_rule(
+        FaultRule(
+            route="users.list",
+            tenant_id=TENANT_IDS["healthy"],
+            status=429,
+            code="TooManyRequests",
+            retry_after=0,
+            times=1000,
+        )
+    )
+    result = await audit(fp_sim, tmp_path, "healthy")
+    assert result.status is Status.ERROR
+    assert result.error is not None and result.error.code is ErrorCode.THROTTLED
+    assert result.error.message.startswith("Graph answered 429 TooManyRequests: ")
+    assert "still throttled after " in result.error.message and "(request-id " in result.error.message
+    assert result.billing.monthly_cost is None
 
 
 async def test_an_unexpected_graph_error_is_a_graph_error_not_a_permission_problem(
@@ -371,7 +401,10 @@ async def test_an_unexpected_graph_error_is_a_graph_error_not_a_permission_probl
     result = await audit(fp_sim, tmp_path, "healthy")
     assert result.status is Status.ERROR
     assert result.error is not None and result.error.code is ErrorCode.GRAPH_ERROR
-    assert result.error.message.startswith("Graph answered 400 BadRequest: ")
+    assert result.error.message.startswith(
+        "Graph answered 400 BadRequest: The service is temporarily unavailable."
+    )
+    assert "(request-id " in result.error.message, "support asks for Graph's request-id"
 
 
 async def test_a_sign_in_failure_during_the_pim_reads_fails_the_tenant(
