@@ -18,6 +18,7 @@ import pytest
 
 from auditor.config import AuthMethod
 from auditor.constants import SECURITY_READER_ROLE_ID
+from auditor.errors import ErrorCode, GraphError
 from auditor.evaluate import evaluate
 from auditor.graph.writer import WriteAnswer
 from auditor.model import RemediationAction
@@ -375,3 +376,27 @@ async def test_after_a_doubtful_answer_the_read_back_waits_for_replication(
     assert graph.posts == 1
     last = journal_lines(journal)[-1]
     assert (last["action"], last["outcome"], last["assignment_id"]) == ("verify", "created", "ra-1")
+
+
+async def test_a_refused_write_is_journaled_with_its_code_and_request_id(tmp_path: Path) -> None:
+    class Refused(FakeGraph):
+        async def create(self, principal_id: str, role: str, scope: str) -> Any:
+            raise GraphError(
+                "403 Authorization_RequestDenied", code=ErrorCode.PERMISSION_DENIED, request_id="r-403"
+            )
+
+    graph = Refused([], [])
+    journal = Journal(tmp_path / "j.jsonl")
+    outcome = await Applier(graph, graph, journal, sleep=Sleeps()).apply(entry())
+    assert outcome.action is RemediationAction.FAILED and outcome.request_id == "r-403"
+    assert_stamped_now_in_utc(outcome)
+    [line] = journal_lines(journal)
+    assert (line["action"], line["outcome"], line["request_id"]) == ("create", "failed", "r-403")
+    assert line["error"] == "PERMISSION_DENIED: 403 Authorization_RequestDenied"
+
+
+def test_the_journal_makes_its_directory(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "out" / "nightly" / "remediation.jsonl")
+    journal.append({"n": 1})
+    journal.append({"n": 2})
+    assert [json.loads(line)["n"] for line in journal.path.read_text().splitlines()] == [1, 2]
