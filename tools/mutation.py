@@ -104,6 +104,7 @@ MODULES: dict[str, Module] = {
     "errors": Module(
         "auditor/errors.py",
         (
+            "tests/unit/test_errors.py",
             "tests/unit/test_logs.py",
             "tests/unit/test_evaluate.py",
             "tests/unit/test_collect.py",
