@@ -31,7 +31,7 @@ def test_secrets_of_six_characters_or_more_are_masked(value: str | None, masked:
 def test_a_secret_containing_another_is_masked_whole() -> None:
     register_secret("qzv-pass-01")
     register_secret("my-qzv-pass-01-long")
-    assert redact("x my-qzv-pass-01-long y pass-01 z") == "x [redacted] y [redacted] z"
+    assert redact("x my-qzv-pass-01-long y qzv-pass-01 z") == "x [redacted] y [redacted] z"
 
 
 def test_errors_read_as_message_then_hint() -> None:
