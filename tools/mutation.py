@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
@@ -224,7 +225,7 @@ def figures(name: str, module: Module, known_equivalents: dict[str, str]) -> Fig
     meta = WORK / name / "mutants" / (module.path + ".meta")
     if not meta.is_file():
         return None
-    codes: dict[str, int | None] = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+    codes: dict[str, int | None] = _read_meta(meta).get("exit_code_by_key", {})
     result = Figures(name, survived=[], no_tests=[], equivalent=[])
     for mutant, code in sorted(codes.items(), key=lambda kv: _natural(kv[0])):
         if code in KILLED:
@@ -347,6 +348,17 @@ def report(names: list[str], *, diff: bool) -> int:
             for mutant in wording if diff else []:
                 print(f"  {mutant}")
     return 0
+
+
+def _read_meta(meta: Path) -> dict[str, Any]:
+    """mutmut's results file; a running mutmut rewrites it, so a half-written read is tried again."""
+    for _ in range(20):
+        try:
+            data: dict[str, Any] = json.loads(meta.read_text(encoding="utf-8"))
+            return data
+        except json.JSONDecodeError:
+            time.sleep(0.1)
+    return {}
 
 
 def _natural(name: str) -> tuple[str, int]:
