@@ -221,9 +221,9 @@ async def test_without_the_exchange_check_exchange_is_not_read() -> None:
 async def test_exchange_roles_of_other_resources_are_ignored_and_unknown_ids_kept() -> None:
     reader = FakeReader(
         app_roles=[
+            {"resourceId": "graph-sp", "appRoleId": "bbbb"},  # another API's role, first in the list
             {"resourceId": EXO_SP, "appRoleId": MANAGE_AS_APP},
             {"resourceId": EXO_SP, "appRoleId": "AAAA-unknown"},
-            {"resourceId": "graph-sp", "appRoleId": "bbbb"},
         ]
     )
     snapshot = await collect(reader)
