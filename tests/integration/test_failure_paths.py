@@ -90,6 +90,17 @@ TENANTS = [
     _tenant("current-eligible", 8, roles=[], eligible=[{"principal": "uss", "role": "Security Reader"}]),
     # The role is missing: remediation targets.
     _tenant("role-missing", 9, roles=[]),
+    # 25 mailboxes: one full $batch of 20 and one of 5.
+    _tenant(
+        "full-batch",
+        10,
+        users={
+            "list": [
+                *({"key": f"u{i}", "purpose": "user"} for i in range(20)),
+                *({"key": f"s{i}", "purpose": "shared"} for i in range(5)),
+            ]
+        },
+    ),
 ]
 TENANT_IDS = {t["key"]: t["tenant_id"] for t in TENANTS}
 KEY_BY_ID = {v: k for k, v in TENANT_IDS.items()}
@@ -247,6 +258,15 @@ async def test_a_batch_item_missing_from_the_answer_is_asked_again_never_dropped
         per_user[user] = per_user.get(user, 0) + 1
     assert per_user.pop(dropped[0]) == 2, "the user whose answer went missing was asked once more"
     assert set(per_user.values()) == {1}
+
+
+async def test_mailboxes_go_in_full_batches_of_twenty(fp_sim: GraphSimulator, tmp_path: Path) -> None:
+    sent: list[str] = []
+    result = await audit(fp_sim, tmp_path, "full-batch", sent=sent)
+    assert result.error is None and result.status is Status.COMPLIANT
+    assert result.mailboxes is not None
+    assert (result.mailboxes.user, result.mailboxes.shared, result.mailboxes.unclassified) == (20, 5, 0)
+    assert sum(1 for path in sent if path.endswith("/$batch")) == 2, "20 + 5"
 
 
 # --- transport failures are retried, after a delay --------------------------------------------------
