@@ -400,3 +400,16 @@ def test_the_journal_makes_its_directory(tmp_path: Path) -> None:
     journal.append({"n": 1})
     journal.append({"n": 2})
     assert [json.loads(line)["n"] for line in journal.path.read_text().splitlines()] == [1, 2]
+
+
+def test_journal_lines_keep_names_as_written_with_sorted_keys(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append({"tenant": "Zürich Versicherung", "b": 1, "a": 2, "time": "t"})
+    raw = journal.path.read_bytes().decode("utf-8")
+    assert raw == '{"a": 2, "b": 1, "tenant": "Zürich Versicherung", "time": "t"}\n'
+
+
+def test_a_plan_entry_carries_the_audit_result_it_was_made_from() -> None:
+    result = evaluate(snapshot(roles=MISSING), PINNED, NOW)
+    [planned] = plan_remediation([result], [tenant()])
+    assert planned.result is result and planned.tenant == tenant()
