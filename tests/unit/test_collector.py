@@ -7,6 +7,7 @@ in tests/integration/test_audit_engine.py and test_failure_paths.py.
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from auditor.collect import SettingsError, TenantCollector, search_vendor
+from auditor.collect import SettingsError, TenantAuditor, TenantCollector, search_vendor
 from auditor.config import AuditConfig, AuthMethod, VendorSettings
 from auditor.constants import EXCHANGE_ONLINE_APP_ID, SECURITY_READER_ROLE_ID
 from auditor.errors import ErrorCode, GraphError, TenantError
 from auditor.graph.reader import MailboxAnswer
-from auditor.model import Collected, ExchangeAppRoles, Failed, RoleEvidence, TenantSnapshot
+from auditor.model import Collected, ExchangeAppRoles, Failed, RoleEvidence, Status, TenantSnapshot
 from tests.unit.test_collect import auth, tenant
 
 SP = "sp-1"
@@ -372,3 +373,37 @@ async def test_sparse_assignment_items_are_kept_without_invented_values() -> Non
 def test_a_settings_error_reads_as_its_message() -> None:
     error = SettingsError(TenantError(ErrorCode.CONFIG_ERROR, "Contoso: variable S is not set", "Set S"))
     assert str(error) == "Contoso: variable S is not set"
+
+
+# --- TenantAuditor: a tenant that cannot even be signed in to ---------------------------------------
+
+
+async def test_an_unset_secret_is_a_config_error_for_that_tenant_only() -> None:
+    cfg = config()
+    snapshot = await TenantAuditor(cfg, environ={}).snapshot(cfg.tenants[0])
+    assert snapshot.error is not None and snapshot.error.code is ErrorCode.CONFIG_ERROR
+    assert "environment variable S" in snapshot.error.message
+    assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", cfg.tenants[0].tenant_id)
+    assert snapshot.service_principals is None
+
+
+async def test_credential_material_that_cannot_be_used_is_a_sign_in_failure() -> None:
+    cfg = config()
+    seen: list[str] = []
+
+    @asynccontextmanager
+    async def unusable(settings: Any) -> Any:
+        seen.append(settings.client_secret)
+        raise ValueError("Could not deserialize key data")
+        yield
+
+    auditor = TenantAuditor(cfg, session_factory=unusable, environ={"S": "secret-value-9"})
+    result = await auditor(cfg.tenants[0])
+    assert seen == ["secret-value-9"]
+    assert result.status is Status.ERROR
+    assert result.error is not None and result.error.code is ErrorCode.AUTH_FAILED
+    assert (
+        result.error.message
+        == f"Sign-in to tenant {cfg.tenants[0].label} failed: Could not deserialize key data"
+    )
+    assert result.name == "Contoso" and result.tenant_id == cfg.tenants[0].tenant_id
