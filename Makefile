@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test test-fast lint fmt bench screenshots clean
+.PHONY: help venv demo test test-fast lint fmt bench screenshots mutation clean
 
 help:
 	@echo "make demo   - set up .venv, start the Graph simulator, audit the demo fleet, print report paths"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint   - ruff (lint + format check) and mypy --strict"
 	@echo "make bench  - benchmarks that print figures (simulator fleet generator, fleet audit, fault mode)"
 	@echo "make screenshots - PNG screenshots of the HTML report into docs/ (needs chromium)"
+	@echo "make mutation - mutation testing of the core (mutmut); MODULES=\"evaluate collect\" for some, JOBS=N"
 
 venv: $(STAMP)
 
@@ -47,6 +48,19 @@ bench: $(STAMP)
 
 screenshots: $(STAMP)
 	$(BIN)/python tools/screenshots.py
+
+# Not part of CI (it takes a while): installs mutmut into .venv, mutates the core modules one by one and
+# prints the kill rate per module and the surviving mutants (tools/mutation.py; README "Testing").
+MODULES ?=
+JOBS    ?= 1
+MUTMUT  := $(VENV)/.mutmut-installed
+
+$(MUTMUT): $(STAMP)
+	$(BIN)/python -m pip install --quiet 'mutmut>=3.8,<4'
+	@touch $(MUTMUT)
+
+mutation: $(MUTMUT)
+	$(BIN)/python tools/mutation.py --jobs $(JOBS) $(MODULES)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache reports/out

@@ -295,7 +295,6 @@ class TenantCollector:
 
         try:
             instances = [i for i in await self.reader.role_assignment_instances(role_filter) if ours(i)]
-            pim_available = True
             ends = {(i.get("roleAssignmentOriginId") or i.get("id")): i.get("endDateTime") for i in instances}
             active = [_with_end(a, ends.get(a.id)) for a in active]
             eligible = [
@@ -303,6 +302,7 @@ class TenantCollector:
                 for i in await self.reader.role_eligibility_instances(role_filter)
                 if ours(i)
             ]
+            pim_available = True  # only once both PIM reads worked (RoleEvidence.pim_available)
         except GraphError as exc:
             if exc.status == 400 and "AadPremiumLicenseRequired" in exc.message:
                 pim_available = False

@@ -50,6 +50,8 @@ EXPECTED: dict[str, tuple[Status, set[F], int | None]] = {
     "bellows": (Status.ERROR, set(), None),
 }
 KEY_BY_ID = {tenant_id: key for key, tenant_id in DEMO_TENANTS.items()}
+VENDOR_APP_ID = "7e1b3f0c-2d54-4c8e-9a61-5f0c3b2a9d17"  # config/demo-fleet.toml [vendor] app_id
+DEMO_PUBLISHER = "c0ffee00-5ca1-4ab1-9e55-00000000c0de"  # ... and its publisher_tenant_id
 
 
 async def audit_all(
@@ -163,27 +165,34 @@ def expected_requests(
 
 
 @pytest.mark.parametrize(
-    ("key", "groups", "p2", "exchange_roles", "identified"),
+    ("key", "groups", "p2", "exchange_roles", "identified", "pinned"),
     [
-        ("contoso", 0, True, True, True),
-        ("woodgrove", 1, True, True, True),
-        ("wingtip", 2, True, True, True),
-        ("alpine", 0, True, False, True),
-        ("lucerne", 0, False, True, True),
-        ("margies", 0, True, False, False),
-        ("proseware", 0, True, False, False),
-        ("humongous", 0, True, True, True),
+        ("contoso", 0, True, True, True, False),
+        ("contoso", 0, True, True, True, True),  # a pinned vendor.app_id costs one more search
+        ("woodgrove", 1, True, True, True, False),
+        ("wingtip", 2, True, True, True, False),
+        ("alpine", 0, True, False, True, False),
+        ("lucerne", 0, False, True, True, False),
+        ("lucerne", 0, False, True, True, True),
+        ("margies", 0, True, False, False, False),
+        ("margies", 0, True, False, False, True),
+        ("proseware", 0, True, False, False, False),
+        ("humongous", 0, True, True, True, False),
     ],
 )
 async def test_request_count_follows_the_readme_formula(
-    config: AuditConfig,
     sim_env: GraphSimulator,
+    tmp_path: Path,
     key: str,
     groups: int,
     p2: bool,
     exchange_roles: bool,
     identified: bool,
+    pinned: bool,
 ) -> None:
+    # The demo config names the publisher; a pinned app id comes on top of it.
+    vendor = {"publisher_tenant_id": DEMO_PUBLISHER, "app_id": VENDOR_APP_ID} if pinned else None
+    config = write_demo_config(sim_env, tmp_path, vendor=vendor)
     tenant_id = DEMO_TENANTS[key]
     await audit_all(config, [t for t in config.tenants if t.tenant_id == tenant_id])
     state = sim_env.world.tenant(tenant_id)
@@ -196,10 +205,18 @@ async def test_request_count_follows_the_readme_formula(
         if r.tenant_id == tenant_id and r.batch_parent is None and r.route != "identity.token"
     ]
     assert len(top_level) == expected_requests(
-        users, mailboxes, groups=groups, p2=p2, exchange_roles=exchange_roles, identified=identified
+        users,
+        mailboxes,
+        groups=groups,
+        p2=p2,
+        exchange_roles=exchange_roles,
+        identified=identified,
+        pinned=pinned,
     )
     assert sim_env.count(route="mailboxSettings.userPurpose", tenant=tenant_id) == mailboxes
     assert sim_env.count(route="mailboxSettings.get", tenant=tenant_id) == 0
+    searches = [r for r in top_level if r.route == "servicePrincipals.list"]
+    assert len(searches) == (3 if pinned else 2), "by display name and publisher, and by appId when pinned"
     assert sim_env.count(route="identity.token", tenant=tenant_id) == 1
 
 

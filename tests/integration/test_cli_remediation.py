@@ -74,9 +74,15 @@ def test_remediate_yes_fixes_and_reports(fresh_sim_env: GraphSimulator, tmp_path
         if json.loads(line)["action"] == "create"
     ]
     assert len(creates) == len(FIXABLE)
-    # and an immediate second run writes nothing
+    # and an immediate second run writes nothing: the fixed tenants are now compliant, the demo's
+    # unauditable tenants still make it exit 3
     code, _ = invoke(tmp_path / "audit.toml", tmp_path / "out2", "--remediate", "--yes")
+    assert code == 3
     assert post_count(fresh_sim_env) == len(FIXABLE)
+    second = json.loads((tmp_path / "out2" / "audit.json").read_text())
+    fixed = [t for t in second["tenants"] if KEY_BY_ID[t["tenant_id"]] in FIXABLE]
+    assert {t["status"] for t in fixed} == {"compliant"}
+    assert {t["remediation"]["action"] for t in fixed} == {"none"}
 
 
 @pytest.mark.parametrize("flag", [["--dry-run"], ["--yes"], ["--max-changes", "2"]])

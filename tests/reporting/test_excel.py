@@ -25,6 +25,7 @@ from auditor.reporting.rows import (
     SHARED_MAILBOX_COLUMNS,
     TENANT_COLUMNS,
 )
+from tests.reporting.disk_full import write_with_a_full_disk
 from tests.reporting.sample import FORMULA_PAYLOADS, sample_run
 
 Row = dict[str, Any]
@@ -325,4 +326,16 @@ def test_atomic_write_replaces_the_old_file(tmp_path: Path) -> None:
     target.write_bytes(b"old")
     render_excel(sample_run(), target)
     assert zipfile.is_zipfile(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["audit.xlsx"]
+
+
+def test_a_write_that_fails_half_way_keeps_the_old_workbook(tmp_path: Path) -> None:
+    """A full disk half-way through the new workbook: the old one is intact, no temporary file is left."""
+    target = tmp_path / "audit.xlsx"
+    render_excel(replace(sample_run(), tenants=()), target)
+    before = target.read_bytes()
+    child = write_with_a_full_disk("auditor.reporting.excel:render_excel", target)
+    assert child.returncode != 0 and "File too large" in child.stderr, child.stderr[-2000:]
+    assert target.read_bytes() == before
+    assert openpyxl.load_workbook(target).sheetnames == list(SHEETS)
     assert [p.name for p in tmp_path.iterdir()] == ["audit.xlsx"]

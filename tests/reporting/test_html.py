@@ -19,6 +19,7 @@ from auditor.model import RunResult
 from auditor.reporting.html import MAILBOXES_SHOWN, render_html, render_html_text
 from auditor.reporting.templates import TemplateDirectoryError, builtin_templates_dir
 from auditor.reporting.text import mark_controls
+from tests.reporting.disk_full import write_with_a_full_disk
 from tests.reporting.sample import FORMULA_PAYLOADS, HOSTILE_TENANT_NAME, XSS_PAYLOADS, sample_run
 
 
@@ -340,6 +341,16 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path, hostile_run:
     assert target.read_text().startswith("<!DOCTYPE html>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.html", "templates"]
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_write_that_fails_half_way_keeps_the_old_report(tmp_path: Path) -> None:
+    """A full disk half-way through the new page: the old report is intact, no temporary file is left."""
+    target = tmp_path / "audit.html"
+    target.write_text("previous report")
+    child = write_with_a_full_disk("auditor.reporting.html:render_html", target)
+    assert child.returncode != 0 and "File too large" in child.stderr, child.stderr[-2000:]
+    assert target.read_text() == "previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["audit.html"]
 
 
 def test_templates_are_found_from_another_directory(tmp_path: Path, hostile_run: RunResult) -> None:

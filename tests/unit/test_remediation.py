@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from auditor.config import AuthMethod, EffectiveAuth, TenantConfig, VendorSettin
 from auditor.constants import SECURITY_READER_ROLE_ID
 from auditor.errors import ErrorCode, GraphError
 from auditor.evaluate import EvaluationSettings, evaluate
-from auditor.model import IdentificationMethod, RemediationAction, RoleEvidence, Status
+from auditor.model import IdentificationMethod, RemediationAction, RoleEvidence
 from auditor.remediation import Applier, Journal, plan_remediation, planned_remediation
 from tests.unit.test_evaluate import NOW, TENANT_ID, make_sp, snapshot, sr
 
@@ -222,6 +223,7 @@ def _entry() -> Any:
     ],
 )
 async def test_apply(graph: FakeGraph, action: RemediationAction, posts: int, tmp_path: Path) -> None:
+    graph = copy.deepcopy(graph)  # the parameter is shared by every run of this test in one process
     journal = Journal(tmp_path / "remediation.jsonl")
     outcome = await Applier(graph, graph, journal, sleep=_no_sleep).apply(_entry())
     assert outcome.action is action, outcome.detail
@@ -256,4 +258,9 @@ def test_journal_is_append_only_and_redacts(tmp_path: Path) -> None:
     lines = journal.path.read_text().splitlines()
     assert [json.loads(line)["n"] for line in lines] == [1, 2]
     assert "hunter2" not in journal.path.read_text()
-    assert Status.REMEDIATED.value == "remediated"
+    assert all(json.loads(line)["time"].endswith("+00:00") for line in lines), "each line is stamped in UTC"
+    # a later run (a new Journal on the same file) appends; it never truncates what earlier runs wrote
+    Journal(journal.path).append({"n": 3, "time": "kept"})
+    again = [json.loads(line) for line in journal.path.read_text().splitlines()]
+    assert [line["n"] for line in again] == [1, 2, 3] and again[2]["time"] == "kept"
+    assert journal.path.stat().st_mode & 0o777 == 0o640
