@@ -39,8 +39,9 @@ from auditor.output import progress_for_stderr
 from auditor.remediation import JOURNAL_FILENAME
 from auditor.reporting import parse_formats, prepare_out_dir
 from auditor.reporting.text import terminal_text
-from auditor.runner import Progress, TenantAudit, run_fleet
+from auditor.runner import Progress, TenantAudit
 from auditor.shard import parse_shard, part_manifest, write_part_manifest
+from auditor.workers import run_fleet_in_workers, workers_for
 
 if TYPE_CHECKING:
     from auditor.graph.capture import Capture
@@ -84,6 +85,8 @@ class AuditOptions:
     shard: str | None = None  # --shard K/N: audit only shard K of N and write a part for `auditor merge`
     capture: Path | None = None  # --capture DIR: record every Graph and token exchange of the run
     capture_redact: bool = False  # --capture-redact: pseudonymise names, UPNs and mail addresses in it
+    # --workers N: audit in N processes (auditor.workers); None: the machine's cores, capped; 1: in-process
+    workers: int | None = 1
 
     @property
     def mode(self) -> RunMode:
@@ -151,16 +154,19 @@ def audit(
     shard_note = "a shard part: `auditor merge --config` records the whole run" if shard is not None else None
     with open_history(config, disabled_reason=shard_note) as history:
         journal = JournalCursor(out_dir / JOURNAL_FILENAME)
-        run = asyncio.run(
-            run_fleet(
-                tenants,
-                tenant_audit,
-                concurrency=concurrency,
-                tenant_timeout=config.run.tenant_timeout_seconds,
-                mode=options.mode,
-                currency=config.billing.currency,
-                progress=progress if progress is not None else progress_for_stderr(),
-            )
+        # --workers: the same run audited by several processes (auditor.workers); 1 runs in-process.
+        workers = workers_for(
+            options.workers, len(tenants), remediate=options.remediate, capture=capture is not None
+        )
+        run = run_fleet_in_workers(
+            tenants,
+            tenant_audit,
+            workers,
+            concurrency=concurrency,
+            tenant_timeout=config.run.tenant_timeout_seconds,
+            mode=options.mode,
+            currency=config.billing.currency,
+            progress=progress if progress is not None else progress_for_stderr(),
         )
         run = replace(run, vendor_search=describe_vendor_search(config.vendor))
         if options.remediate:
