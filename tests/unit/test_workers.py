@@ -96,7 +96,7 @@ def test_workers_audit_disjoint_subsets_in_other_processes_into_one_run_in_confi
     names = [f"T{i:02d}" for i in range(20)]
     auditor = FakeAuditor({name: stamped_with_pid for name in names}, delay=0.01)
     progress = Recorder()
-    config, run = audit_in(auditor, 20, 2, progress)
+    _, run = audit_in(auditor, 20, 2, progress)
     assert [t.name for t in run.tenants] == names
     pids = {t.billing.billed_shared_mailboxes for t in run.tenants}
     assert len(pids) == 2 and os.getpid() not in pids
