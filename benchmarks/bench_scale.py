@@ -75,6 +75,11 @@ class Simulator:
             if not c["route"].startswith("identity") and not c["route"].startswith("mailboxSettings")
         )
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the simulator process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.close()
@@ -170,12 +175,13 @@ def fleet(tenants: int, users: int, args: argparse.Namespace, work: Path) -> Non
         critical = critical_path(sim)
         floor_wall = critical * tenants / args.concurrency
 
-        before = sim.requests()
+        before, sim_cpu = sim.requests(), sim.cpu()
         night1_args = ["audit", *common, *workers, "--out", str(work / f"out-{tenants}")]
         if incremental:
             night1_args.append("--full-census")
         night1 = run_cli(night1_args, sim.env)
         requests = sim.requests() - before
+        sim_cpu = sim.cpu() - sim_cpu
         out = work / f"out-{tenants}"
         sizes = {name: (out / name).stat().st_size for name in ("audit.html", "audit.json", "audit.xlsx")
                  if (out / name).exists()}  # fmt: skip
@@ -184,6 +190,9 @@ def fleet(tenants: int, users: int, args: argparse.Namespace, work: Path) -> Non
               f"{critical:.2f} s critical path x {tenants} / {args.concurrency}: {night1['wall'] / floor_wall:.2f}x)")  # fmt: skip
         print(
             f"  CPU               {night1['cpu']:.1f} s = {1000 * night1['cpu'] / requests:.2f} ms per Graph request"
+        )
+        print(
+            f"  simulator CPU     {sim_cpu:.1f} s (the same {os.cpu_count()} cores: the floor assumes it is free)"
         )
         print(f"  peak RSS          {night1['rss'] / 2**20:.0f} MiB (the auditor's processes)")
         print("  reports           " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items()))
