@@ -10,7 +10,8 @@ help:
 	@echo "make demo   - set up .venv, start the Graph simulator, audit the demo fleet, print report paths"
 	@echo "make test   - set up .venv and run the whole test suite"
 	@echo "make lint   - ruff (lint + format check) and mypy --strict"
-	@echo "make bench  - benchmarks that print figures (simulator fleet generator, fleet audit, fault mode)"
+	@echo "make bench  - benchmarks that print figures (simulator fleet generator, fleet audit, fault mode,"
+	@echo "              issue 13's scale figures; BENCH_ARGS=--large adds 1,000 x 2,000)"
 	@echo "make screenshots - PNG screenshots of the HTML report into docs/ (needs chromium)"
 	@echo "make mutation - mutation testing of the core (mutmut); MODULES=\"evaluate collect\" for some, JOBS=N"
 
@@ -45,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_audit_fleet.py --tenants 100 --users 500
 	$(BIN)/python benchmarks/bench_capture.py --tenants 10 --users 2000
 	$(BIN)/python benchmarks/bench_faults.py --rates 0 0.1 0.3
+	$(BIN)/python benchmarks/bench_scale.py $(BENCH_ARGS)
 
 screenshots: $(STAMP)
 	$(BIN)/python tools/screenshots.py

@@ -41,8 +41,9 @@ from auditor.remediation import JOURNAL_FILENAME
 from auditor.reporting import parse_formats, prepare_out_dir
 from auditor.reporting.spool import TenantSpool
 from auditor.reporting.text import terminal_text
-from auditor.runner import Progress, TenantAudit, run_fleet
+from auditor.runner import Progress, TenantAudit
 from auditor.shard import parse_shard, part_manifest, write_part_manifest
+from auditor.workers import run_fleet_in_workers, workers_for
 
 if TYPE_CHECKING:
     from auditor.graph.capture import Capture
@@ -88,6 +89,8 @@ class AuditOptions:
     capture_redact: bool = False  # --capture-redact: pseudonymise names, UPNs and mail addresses in it
     full_census: bool = False  # --full-census: read every user and mailbox (no incremental census)
     census_clock: Callable[[], datetime] | None = None  # the census's clock (tests advance it night by night)
+    # --workers N: audit in N processes (auditor.workers); None: the machine's cores, capped; 1: in-process
+    workers: int | None = 1
 
     @property
     def mode(self) -> RunMode:
@@ -156,18 +159,26 @@ def audit(
     with open_history(config, disabled_reason=shard_note) as history:
         journal = JournalCursor(out_dir / JOURNAL_FILENAME)
         attach_census(tenant_audit, history.store, config, options)
-        run = asyncio.run(
-            run_fleet(
-                tenants,
-                tenant_audit,
-                concurrency=concurrency,
-                tenant_timeout=config.run.tenant_timeout_seconds,
-                mode=options.mode,
-                currency=config.billing.currency,
-                progress=progress if progress is not None else progress_for_stderr(),
-                # Each tenant's mailbox list waits on disk until the reports are written (flat memory).
-                spool=TenantSpool.create(out_dir).add,
-            )
+        # --workers: the same run audited by several processes (auditor.workers); 1 runs in-process. The
+        # incremental census reads and writes the history as each tenant finishes, which one process does.
+        workers = workers_for(
+            options.workers,
+            len(tenants),
+            remediate=options.remediate,
+            capture=capture is not None,
+            census=getattr(tenant_audit, "census", None) is not None,
+        )
+        run = run_fleet_in_workers(
+            tenants,
+            tenant_audit,
+            workers,
+            concurrency=concurrency,
+            tenant_timeout=config.run.tenant_timeout_seconds,
+            mode=options.mode,
+            currency=config.billing.currency,
+            progress=progress if progress is not None else progress_for_stderr(),
+            # Each tenant's mailbox list waits on disk until the reports are written (flat memory).
+            spool=TenantSpool.create(out_dir).add,
         )
         run = replace(run, vendor_search=describe_vendor_search(config.vendor))
         if options.remediate:

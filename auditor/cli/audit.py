@@ -40,6 +40,16 @@ def audit(
             min=1, metavar="N", help="Tenants audited at once (default: run.concurrency in the config)."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Processes that audit at once, sharing the concurrency (default: this machine's cores, at "
+            "most 8; 1 audits in-process). Small fleets, --remediate and --capture use one.",
+            show_default=False,
+        ),
+    ] = None,
     remediate: Annotated[
         bool,
         typer.Option(
@@ -114,6 +124,7 @@ def audit(
         tags=tuple(tag or ()),
         formats=tuple(formats or ()),
         concurrency=concurrency,
+        workers=workers,
         remediate=remediate,
         dry_run=dry_run,
         yes=yes,

@@ -34,7 +34,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,7 @@ from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from auditor.deadline import current_deadline
 from auditor.errors import ErrorCode, GraphError, permission_hint, redact
 
-from .client import GraphSession, graph_origin, retry_after_seconds, send_for_bytes
+from .client import GraphSession, graph_origin, lean_sender, retry_after_seconds, send_for_bytes
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,17 @@ class GraphReader:
 
     # --- the one way a request is sent --------------------------------------------------------------
 
-    async def send(self, build: Callable[[], RequestInformation], permission: str) -> dict[str, Any]:
+    async def send(
+        self,
+        build: Callable[[], RequestInformation],
+        permission: str,
+        *,
+        via: Callable[[RequestInformation], Awaitable[bytes | None]] | None = None,
+    ) -> dict[str, Any]:
         """Send a request (built afresh for every attempt) and return its JSON body.
+
+        `via` sends it instead of the SDK's adapter (the lean `$batch` path, `client.LeanSender`); it raises
+        the same errors, so everything below treats both alike.
 
         Waits out every 429's Retry-After (tenant-wide), retries failures with back-off for as long as the
         policy's patience and the tenant's deadline allow, and raises GraphError with a code and an
@@ -230,7 +239,7 @@ class GraphReader:
             scope = asyncio.timeout(left)
             try:
                 async with scope:
-                    raw = await send_for_bytes(self.client, info)
+                    raw = await (send_for_bytes(self.client, info) if via is None else via(info))
                 return dict(json.loads(raw)) if raw else {}
             except TimeoutError:
                 if scope.expired():  # the tenant's deadline, not the request's time-out
@@ -560,7 +569,14 @@ class GraphReader:
             info.content = payload
             return info
 
-        body = await self.send(build, permission)
+        lean = lean_sender(self.client)
+        via = None
+        if lean is not None:  # the bulk path: the SDK's auth and our hooks, without kiota's middleware
+
+            async def via(info: RequestInformation) -> bytes | None:
+                return await lean.post_json(url, payload)
+
+        body = await self.send(build, permission, via=via)
         return {str(item["id"]): item for item in body.get("responses", [])}
 
     async def mailbox_purposes(self, user_ids: Iterable[str]) -> dict[str, MailboxAnswer]:

@@ -27,6 +27,7 @@ class FaultProfile:
 
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
+    batch_latency_ms: float | None = None  # a `$batch` POST's latency (None: latency_ms), for benchmarks
     throttle_rate: float = 0.0  # 429 TooManyRequests, at top level and per $batch item
     retry_after_seconds: int = 1
     error_rate: float = 0.0  # one of error_statuses

@@ -465,7 +465,7 @@ class GraphService:
                             # The write was applied; the client never hears so (fault mode).
                             reply = Reply(0, reset=True, fault="lost-answer")
                         # The latency is spent while the request still holds its mailbox slot.
-                        await sleep(self._latency(profile) + reply.delay)
+                        await sleep(self._latency(profile, route_name) + reply.delay)
                         reply.delay = 0.0
                     finally:
                         if mailbox:
@@ -637,8 +637,11 @@ class GraphService:
         body["error"]["innerError"].update({"code": "429", "message": "Please retry after", "status": "429"})
         return body
 
-    def _latency(self, profile: FaultProfile) -> float:
-        return (profile.latency_ms + self.dice.jitter(profile.latency_jitter_ms)) / 1000.0
+    def _latency(self, profile: FaultProfile, route_name: str = "") -> float:
+        base = profile.latency_ms
+        if route_name == "batch" and profile.batch_latency_ms is not None:
+            base = profile.batch_latency_ms
+        return (base + self.dice.jitter(profile.latency_jitter_ms)) / 1000.0
 
     def _enter_mailbox(self, tenant: TenantState, app_id: str, profile: FaultProfile) -> bool:
         key = (tenant.tenant_id, app_id)
