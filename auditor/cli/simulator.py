@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -109,15 +110,7 @@ def serve(
         typer.echo(f"  fault mode      rate {faults:g}, seed {fault_seed}, slow answers {slow_seconds:g} s")
     if replication_delay > 0:
         typer.echo(f"  replication     new role assignments visible after {replication_delay:g} s")
-    typer.echo("Press Ctrl+C to stop.")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    _serve_until_stopped(sim.stop)
 
 
 def _serve_replay(capture: Path, port: int, state_dir: Path) -> None:
@@ -150,6 +143,11 @@ def _serve_replay(capture: Path, port: int, state_dir: Path) -> None:
         f"  statistics      {server.origin}/_replay/stats  (misses: requests the capture has no answer for)"
     )
     typer.echo(f"Audit it: auditor audit --config {config_file}")
+    _serve_until_stopped(server.stop)
+
+
+def _serve_until_stopped(stop_server: Callable[[], None]) -> None:
+    """Wait for Ctrl+C or SIGTERM, then stop the server."""
     typer.echo("Press Ctrl+C to stop.")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -158,4 +156,4 @@ def _serve_replay(capture: Path, port: int, state_dir: Path) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        stop_server()
