@@ -51,6 +51,13 @@ def assignment(principal: str = SP, scope: str = "/", id: str = "ra-1") -> dict[
     }
 
 
+class FakeSession:
+    """The session's tenant check (WRONG_TENANT) passes: these tests are about the reads after it."""
+
+    def confirm_tenant(self, organization: dict[str, Any] | None) -> None:
+        return None
+
+
 @dataclass
 class FakeReader:
     """Graph as the collector reads it; a read named in `fail` raises that GraphError."""
@@ -73,6 +80,7 @@ class FakeReader:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     tenant_label: str = "Contoso (t1)"
     app_label: str = "the auditor app"
+    session: FakeSession = field(default_factory=FakeSession)
 
     def _read(self, name: str, arg: Any = None) -> None:
         self.calls.append((name, arg))
@@ -179,7 +187,11 @@ async def test_a_healthy_tenant_reads_every_section() -> None:
     assert reader.asked("mailbox_purposes") == [["u1"]], "only users with a mail address are asked"
     assert reader.asked("role_assignments") == [f"principalId eq '{SP}'"]
     assert reader.asked("service_principal_by_app_id") == [EXCHANGE_ONLINE_APP_ID]
-    assert reader.asked("service_principals") == ["displayName eq 'USS AzureAD'"]
+    # with the publisher set, its own apps are searched for too (issue 10)
+    assert reader.asked("service_principals") == [
+        "displayName eq 'USS AzureAD'",
+        f"appOwnerOrganizationId eq '{PUBLISHER}'",
+    ]
 
 
 async def test_a_pinned_app_id_is_searched_too_and_found_once() -> None:
@@ -263,7 +275,7 @@ async def test_roles_held_through_role_assignable_groups() -> None:
     roles = roles_of(await collect(reader))
     assert [(g.id, g.display_name, g.is_assignable_to_role) for g in roles.groups] == [
         (GROUP, "Readers", True),
-        ("plain", "plain", False),
+        ("plain", "", False),  # no invented name: the report falls back to the id (test_evaluate_edges)
     ]
     [held] = roles.active
     assert (held.id, held.principal_id, held.via_group_id, held.member_type) == (
@@ -272,8 +284,10 @@ async def test_roles_held_through_role_assignable_groups() -> None:
         GROUP,
         "Group",
     )
-    assert reader.asked("role_assignments") == [f"principalId eq '{SP}'", f"principalId eq '{GROUP}'"]
-    assert reader.asked("role_assignment_instances") == [f"principalId in ('{SP}', '{GROUP}')"]
+    # the SP and every group it is in, in one filter (issue 10)
+    assert reader.asked("role_assignments") == [f"principalId in ('{SP}', '{GROUP}', 'plain')"]
+    # PIM instances by role (principalId supports only eq there), kept for the SP and its groups in code
+    assert reader.asked("role_assignment_instances") == [f"roleDefinitionId eq '{SECURITY_READER_ROLE_ID}'"]
     [eligible] = roles.eligible
     assert eligible.via_group_id == GROUP
 
@@ -282,8 +296,20 @@ async def test_pim_instances_give_end_dates_to_active_assignments() -> None:
     reader = FakeReader(
         active={SP: [assignment(id="ra-1"), assignment(id="ra-2", scope="/administrativeUnits/x")]},
         instances=[
-            {"id": "inst-1", "roleAssignmentOriginId": "ra-1", "endDateTime": "2030-01-02T03:04:05Z"},
-            {"id": "ra-2", "endDateTime": "not a time"},
+            {
+                "id": "inst-1",
+                "principalId": SP,
+                "roleAssignmentOriginId": "ra-1",
+                "endDateTime": "2030-01-02T03:04:05Z",
+            },
+            # the same role held by someone else: read (the filter is by role), never applied to ours
+            {
+                "id": "inst-x",
+                "principalId": "someone-else",
+                "roleAssignmentOriginId": "ra-1",
+                "endDateTime": "2029-01-01T00:00:00Z",
+            },
+            {"id": "ra-2", "principalId": SP, "endDateTime": "not a time"},
         ],
         eligibilities=[
             {**assignment(id="e1"), "endDateTime": "2031-05-06T00:00:00Z", "memberType": "Direct"}

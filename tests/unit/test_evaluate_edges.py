@@ -362,7 +362,8 @@ def test_scoped_message_lists_the_scopes() -> None:
 def test_via_group_message_falls_back_to_the_id_of_an_unknown_group() -> None:
     roles = RoleEvidence(active=(sr(principal=GROUP_ID, via_group=GROUP_ID),), pim_available=True)
     said = messages(evaluate(snapshot(roles=roles), PINNED, NOW))
-    assert f"only through group membership ({GROUP_ID})" in said[C.ROLE_VIA_GROUP]
+    # a group with no name (limited-information object) is named by its id (issue 10's wording)
+    assert f"only through group membership (group {GROUP_ID})." in said[C.ROLE_VIA_GROUP]
 
 
 def test_lapsed_assignment_message_gives_the_end_date() -> None:

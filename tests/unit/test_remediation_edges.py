@@ -142,18 +142,29 @@ async def test_posts_that_keep_failing_stop_at_the_limit(tmp_path: Path) -> None
     journal = Journal(tmp_path / "j.jsonl")
     outcome = await Applier(graph, graph, journal, sleep=Sleeps()).apply(entry())
     assert outcome.action is RemediationAction.FAILED
-    assert outcome.detail == "no confirmed assignment after 3 attempts" and outcome.request_id is None
+    assert outcome.detail == (
+        "no confirmed assignment after 3 POSTs (0 throttled), each sent only after reads showed it absent; "
+        "re-run to try again"
+    )
+    assert outcome.request_id is None
     assert [line["attempt"] for line in journal_lines(journal) if line["action"] == "create"] == [1, 2, 3]
 
 
 async def test_reading_back_waits_longer_each_time(tmp_path: Path) -> None:
     graph = FakeGraph([Answer(201)], [False])
     sleeps = Sleeps()
-    outcome = await Applier(graph, graph, Journal(tmp_path / "j.jsonl"), sleep=sleeps).apply(entry())
-    assert outcome.action is RemediationAction.FAILED
-    assert outcome.detail == "Graph accepted the assignment but it could not be read back; re-run to check"
-    assert len(sleeps.waited) >= 2 and sleeps.waited == sorted(sleeps.waited) and sleeps.waited[0] > 0
+    applier = Applier(graph, graph, Journal(tmp_path / "j.jsonl"), sleep=sleeps, verify_timeout=20.0)
+    outcome = await applier.apply(entry())
+    # accepted but never visible within remediation.verify_timeout_seconds: written, not verified (issue 11)
+    assert outcome.action is RemediationAction.CREATED_UNVERIFIED
+    assert outcome.detail.startswith(
+        "Graph created the assignment (201) but it was not yet visible after 20 s (directory replication)"
+    ), outcome.detail
+    grown = sleeps.waited[:-1]  # the last wait is cut short at the verify timeout
+    assert len(grown) >= 2 and grown == sorted(grown) and 0 < grown[0] < grown[1]
+    assert sum(sleeps.waited) == pytest.approx(20.0), "it kept reading back until the verify timeout"
     assert graph.reads == len(sleeps.waited) + 2, "one read before writing, then one more read than waits"
+    assert graph.posts == 1, "never a second POST"
 
 
 def test_only_the_vendors_assignment_at_root_counts_as_present() -> None:
@@ -163,7 +174,8 @@ def test_only_the_vendors_assignment_at_root_counts_as_present() -> None:
             self.items = items
 
         async def role_assignments(self, odata_filter: str) -> list[dict[str, Any]]:
-            assert f"principalId eq '{SP_ID}'" in odata_filter and "directoryScopeId eq '/'" in odata_filter
+            # principalId only (issue 11): the role and the scope are matched in code, which the cases test
+            assert odata_filter == f"principalId eq '{SP_ID}'"
             return self.items
 
     good = {
@@ -273,17 +285,19 @@ async def test_already_present_is_journaled_as_a_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "answers",
+    ("answers", "action"),
     [
-        [Answer(400, code="Request_BadRequest", message="bad principal")],  # refused
-        [Answer(503)] * 3,  # never confirmed
-        [Answer(201)],  # accepted, never visible
+        ([Answer(400, code="Request_BadRequest", message="bad principal")], RemediationAction.FAILED),
+        ([Answer(503)] * 3, RemediationAction.FAILED),  # never confirmed
+        ([Answer(201)], RemediationAction.CREATED_UNVERIFIED),  # accepted, never visible
     ],
 )
-async def test_every_outcome_is_stamped_in_utc(tmp_path: Path, answers: list[Any]) -> None:
+async def test_every_outcome_is_stamped_in_utc(
+    tmp_path: Path, answers: list[Any], action: RemediationAction
+) -> None:
     graph = FakeGraph(answers, [False] * len(answers))
     outcome = await Applier(graph, graph, Journal(tmp_path / "j.jsonl"), sleep=Sleeps()).apply(entry())
-    assert outcome.action is RemediationAction.FAILED
+    assert outcome.action is action
     assert_stamped_now_in_utc(outcome)
 
 
@@ -350,17 +364,16 @@ class Replicating(FakeGraph):
         return found if self.reads >= self.visible_from else []
 
 
-async def test_accepted_but_never_visible_is_journaled_as_a_failed_verify(tmp_path: Path) -> None:
+async def test_accepted_but_never_visible_is_journaled_as_an_unverified_create(tmp_path: Path) -> None:
+    # Issue 11: a write Graph accepted but reads never show is CREATED_UNVERIFIED (the tenant stays
+    # non_compliant until a later run sees it), not FAILED, and it is never POSTed a second time.
     graph = FakeGraph([Answer(201, "ra-1", request_id="req-7")], [False])
     journal = Journal(tmp_path / "j.jsonl")
-    outcome = await Applier(graph, graph, journal, sleep=Sleeps()).apply(entry())
-    assert outcome.action is RemediationAction.FAILED and outcome.request_id == "req-7"
+    outcome = await Applier(graph, graph, journal, sleep=Sleeps(), verify_timeout=5.0).apply(entry())
+    assert outcome.action is RemediationAction.CREATED_UNVERIFIED and outcome.request_id == "req-7"
+    assert graph.posts == 1
     last = journal_lines(journal)[-1]
-    assert (last["action"], last["outcome"], last["error"]) == (
-        "verify",
-        "failed",
-        "not visible after creation",
-    )
+    assert (last["action"], last["outcome"], last["waited_seconds"]) == ("verify", "created_unverified", 5.0)
 
 
 @pytest.mark.parametrize("status", [0, 503])
