@@ -257,7 +257,8 @@ def test_a_failed_delta_read_is_never_taken_for_no_change(small: Fleet) -> None:
             purpose="shared",
         )
     )
-    small.sim.add_fault_rule(FaultRule(route="users.delta", status=500, code="InternalServerError", times=50))
+    # Refused outright (a 5xx would be retried for the reader's patience first: the same end, minutes later).
+    small.sim.add_fault_rule(FaultRule(route="users.delta", status=400, code="BadRequest", times=50))
     small.clock.next_night()
     second, _ = small.night()
     small.sim.clear_fault_rules()
