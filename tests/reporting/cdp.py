@@ -69,6 +69,9 @@ def chromium_path() -> str:
     return os.environ.get("CHROMIUM", DEFAULT_CHROMIUM)
 
 
+START_UP_SECONDS = 120.0  # the first answer of a browser that starts cold
+
+
 class Browser:
     """One headless Chromium process with a fresh profile; use as a context manager."""
 
@@ -109,7 +112,9 @@ class Browser:
         self._reader = threading.Thread(target=self._read_loop, name="cdp-reader", daemon=True)
         self._reader.start()
         try:
-            self.version = self.send("Browser.getVersion")
+            # A browser's first start on a machine (a new profile, fonts being cached) can take far longer
+            # than any later command: its first answer gets a start-up allowance of its own.
+            self.version = self.send("Browser.getVersion", start_up=True)
         except BaseException:
             self.close()  # a browser that failed to start leaves no process or profile behind
             raise
@@ -158,10 +163,17 @@ class Browser:
                 view = view[written:]
         return command_id
 
-    def send(self, method: str, params: JsonDict | None = None, *, session_id: str | None = None) -> JsonDict:
+    def send(
+        self,
+        method: str,
+        params: JsonDict | None = None,
+        *,
+        session_id: str | None = None,
+        start_up: bool = False,
+    ) -> JsonDict:
         """Send a command and wait for its answer; raises :class:`CDPError` on an error answer."""
         command_id = self._post(method, params, session_id)
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (max(self.timeout, START_UP_SECONDS) if start_up else self.timeout)
         with self._cond:
             while command_id not in self._answers:
                 if self._closed:
