@@ -16,6 +16,7 @@ import logging
 import os
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import aiohttp
 import certifi
 import httpx
 from azure.core.credentials_async import AsyncTokenCredential
@@ -180,10 +182,14 @@ class ThrottleGate:
         await self.wait()
 
     async def on_response(self, response: httpx.Response) -> None:
+        self.note(response.status_code, response.headers)
+
+    def note(self, status: int, headers: Any) -> None:
+        """What an answer says about pacing: a 429 with Retry-After pauses the tenant."""
         # A 429 without Retry-After pauses nothing: the request that got it backs off exponentially with
         # jitter like any other failure (the reader's RetryPolicy), as Graph's throttling guidance asks.
-        if response.status_code == 429:
-            seconds = retry_after_seconds(response.headers)
+        if status == 429:
+            seconds = retry_after_seconds(headers)
             if seconds is not None:
                 self.pause(seconds)
 
@@ -307,9 +313,12 @@ class TenantGuard:
         self._checked = digest
 
     async def on_request(self, request: httpx.Request) -> None:
-        header = request.headers.get("authorization")
-        if header and self.graph_origin is not None and graph_origin(str(request.url)) != self.graph_origin:
-            scheme, host, port = graph_origin(str(request.url))
+        self.check_request(str(request.url), request.headers.get("authorization"))
+
+    def check_request(self, url: str, header: str | None) -> None:
+        """Refuse a request whose token is bound for another origin or was issued for another tenant."""
+        if header and self.graph_origin is not None and graph_origin(url) != self.graph_origin:
+            scheme, host, port = graph_origin(url)
             raise GraphError(
                 f"A request carrying the Graph access token was about to go to {scheme}://{host}:{port}, "
                 "which is not the configured Graph endpoint; it was not sent",
@@ -350,9 +359,6 @@ def make_graph_client(
             max_retries=settings.sdk_retries, should_retry=settings.sdk_retries > 0
         )
     }
-    # The bare transport (HTTP/2 connection pool), before the SDK wraps it in its middleware chain: the
-    # lean client for bulk $batch traffic shares it (see `LeanSender`).
-    bare_transport = http._transport
     client = GraphClientFactory.create_with_default_middleware(client=http, options=options)
     # An empty list would attach the token to any host, e.g. a foreign @odata.nextLink (issue 12 item 2).
     graph_host = urlsplit(settings.graph_endpoint).hostname or ""
@@ -362,33 +368,72 @@ def make_graph_client(
     adapter = GraphRequestAdapter(provider, client=client)
     adapter.base_url = settings.graph_endpoint.rstrip("/") + "/v1.0"
     service = GraphServiceClient(request_adapter=adapter)
-    lean = httpx.AsyncClient(
-        transport=bare_transport,
-        event_hooks=hooks,
-        timeout=http.timeout,
-        follow_redirects=False,
+    _LEAN[id(service)] = LeanSender(
+        settings,
+        provider,
+        gate,
+        guard,
+        request_hooks=list((event_hooks or {}).get("request", [])),
+        response_hooks=list((event_hooks or {}).get("response", [])),
     )
-    _LEAN[id(service)] = LeanSender(lean, provider)
     return service
 
 
 @dataclass
 class LeanSender:
     """The bulk `$batch` path: the SDK's authentication provider attaches the token (its allowed hosts, the
-    credential's cache), and the request goes out on the same connection pool with the same httpx event
-    hooks (throttle gate, tenant guard, observers), but not through kiota's per-request middleware chain
-    (redirect, retry, parameter decoding, URL replacement, user agent, headers inspection, telemetry), which
-    cost most of the CPU per request (`make bench`). None of those matters for a `$batch` POST: the SDK's
-    retries are off (ours are in the reader), Graph does not redirect `$batch`, and the body is hand-built.
+    credential's cache), our throttle gate and tenant guard run before every POST and see every answer, and
+    the request goes out through aiohttp (already here for azure-identity's token requests), whose C HTTP
+    parser costs about a third of the CPU of httpx + httpcore + h11 per request (`make bench`,
+    `benchmarks/bench_scale.py`). Kiota's per-request middleware chain (redirect, retry, parameter decoding,
+    URL replacement, user agent, headers inspection, telemetry) is skipped too: none of it matters for a
+    `$batch` POST (the SDK's retries are off, ours are in the reader; Graph does not redirect `$batch`; the
+    body is hand-built).
+
+    Extra httpx event hooks (capture, tests' observers) see each request and answer as httpx objects, so they
+    observe this path exactly like the SDK's. Failures are raised as the httpx exceptions the SDK's path
+    raises for the same failure (and answers of 400 and up as ``ODataError``), so the reader's retry policy
+    treats both paths alike.
     """
 
-    http: httpx.AsyncClient
-    provider: AzureIdentityAuthenticationProvider
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        provider: AzureIdentityAuthenticationProvider,
+        gate: ThrottleGate,
+        guard: TenantGuard | None,
+        *,
+        request_hooks: list[Any] | None = None,
+        response_hooks: list[Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.gate = gate
+        self.guard = guard
+        self.request_hooks = request_hooks or []
+        self.response_hooks = response_hooks or []
+        self.proxy = env_proxy(settings.graph_endpoint)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the running event loop (aiohttp binds a session to its loop).
+        if self._session is None:
+            seconds = self.settings.timeout_seconds
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=_ssl_context(self.settings.ca_bundle), limit=20),
+                # Like the SDK's client: `timeout_seconds` for any one read, connecting within 30 s.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(30.0, seconds), sock_read=seconds),
+                # Proxies come from the environment once (`env_proxy`), as httpx reads them; trust_env
+                # would also look up ~/.netrc in a thread for every request.
+                trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
 
     async def post_json(self, url: str, payload: bytes) -> bytes:
         """POST ``payload`` (JSON) to ``url``; the body on 2xx, else ``ODataError`` like the adapter raises
-        (status, headers, Graph's error code, message and request-id), so the reader's retry policy treats
-        both paths alike."""
+        (status, headers, Graph's error code, message and request-id)."""
         info = RequestInformation()
         info.http_method = Method.POST
         info.url = url
@@ -396,13 +441,67 @@ class LeanSender:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         for value in info.headers.get("Authorization"):  # none when the host is not allowed
             headers["Authorization"] = value
-        response = await self.http.post(url, content=payload, headers=headers)
-        if response.status_code >= 400:
-            raise odata_error(response.status_code, response.headers, response.content)
-        return response.content
+        await self.gate.wait()
+        if self.guard is not None:
+            self.guard.check_request(url, headers.get("Authorization"))
+        observed: httpx.Request | None = None
+        if self.request_hooks or self.response_hooks:
+            observed = httpx.Request("POST", url, headers=headers, content=payload)
+            for hook in self.request_hooks:
+                await hook(observed)
+        try:
+            async with self._client().post(
+                url, data=payload, headers=headers, proxy=self.proxy, allow_redirects=False
+            ) as answer:
+                body = await answer.read()
+                status, answer_headers = answer.status, answer.headers
+        except aiohttp.ClientError as exc:
+            failure = as_httpx_error(exc)
+            trace = observed.extensions.get("trace") if observed is not None else None
+            if trace is not None:  # what httpcore tells a "trace" observer when a step fails
+                await trace("http11.receive_response_headers.failed", {"exception": failure})
+            raise failure from None
+        self.gate.note(status, answer_headers)
+        if observed is not None and self.response_hooks:
+            seen = httpx.Response(
+                status, headers=list(answer_headers.items()), content=body, request=observed
+            )
+            for hook in self.response_hooks:
+                await hook(seen)
+        if status >= 400:
+            raise odata_error(status, answer_headers, body)
+        return body
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy for ``url`` from HTTPS_PROXY / ALL_PROXY / NO_PROXY, as httpx reads them for the SDK."""
+    proxies = urllib.request.getproxies_environment()
+    host = urlsplit(url).hostname or ""
+    if not proxies or (host and urllib.request.proxy_bypass(host)):
+        return None
+    return proxies.get("https") or proxies.get("all") or None
+
+
+def as_httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
+    """The httpx exception the SDK's path raises for the same failure (the reader's retry policy and
+    messages know those): could not connect, no answer in time, or the connection dropped."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(text)
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(text)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(text)
+    if isinstance(
+        exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)
+    ):
+        return httpx.RemoteProtocolError(text)
+    return httpx.ReadError(text)
 
 
 # GraphServiceClient -> its LeanSender (keyed by id: the SDK's client is not ours to add attributes to).

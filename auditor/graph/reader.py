@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import random
@@ -588,6 +590,21 @@ class GraphReader:
         already collected are always kept.
         """
         pending = {uid: 0.0 for uid in user_ids}  # id -> not before (time.monotonic())
+        # The items waiting for their turn, soonest first: (not before, ticket, id). An entry whose ticket is
+        # no longer the id's latest (answered, or rescheduled since) is skipped when it comes up, so taking
+        # the next 20 costs O(20 log n), not a scan of every pending item.
+        tickets = itertools.count()
+        latest: dict[str, int] = {}
+        queue: list[tuple[float, int, str]] = []
+        for uid in pending:
+            latest[uid] = next(tickets)
+            queue.append((0.0, latest[uid], uid))
+
+        def schedule(uid: str, not_before: float) -> None:
+            pending[uid] = not_before
+            latest[uid] = next(tickets)
+            heapq.heappush(queue, (not_before, latest[uid], uid))
+
         tries: dict[str, _Tries] = {}
         refusals: dict[str, int] = {}
         answers: dict[str, MailboxAnswer] = {}
@@ -608,7 +625,7 @@ class GraphReader:
                 )
                 del pending[uid]
                 return
-            pending[uid] = now + (delay if delay is not None else self.policy.backoff(t.failed - 1))
+            schedule(uid, now + (delay if delay is not None else self.policy.backoff(t.failed - 1)))
 
         def batch_refused(chunk: list[str], exc: GraphError) -> None:
             """The $batch POST failed as a whole: its items are not answered, so none is judged by it."""
@@ -634,7 +651,7 @@ class GraphReader:
                     )
                     del pending[uid]
                 else:
-                    pending[uid] = time.monotonic() + self.policy.backoff(refusals[uid] - 1)
+                    schedule(uid, time.monotonic() + self.policy.backoff(refusals[uid] - 1))
 
         async def run_chunk(chunk: list[str]) -> None:
             items = [
@@ -663,7 +680,7 @@ class GraphReader:
                     delay = retry_after_seconds(item.get("headers") or {})
                     if status == 429 and delay is not None:  # pacing, not failure
                         tries.setdefault(uid, _Tries()).throttled += 1
-                        pending[uid] = time.monotonic() + delay
+                        schedule(uid, time.monotonic() + delay)
                     else:
                         retry_later(uid, f"{status} {code or ''}".strip(), delay, status)
                 else:
@@ -681,23 +698,31 @@ class GraphReader:
             while self.time_left() > 0:
                 event = changed[0]
                 now = time.monotonic()
-                waiting = [(nb, uid) for uid, nb in pending.items() if uid not in in_flight]
-                if not waiting:
-                    if not in_flight:
-                        return
+                chunk: list[str] = []
+                while queue and len(chunk) < BATCH_LIMIT:
+                    not_before, ticket, uid = queue[0]
+                    if uid not in pending or latest.get(uid) != ticket:
+                        heapq.heappop(queue)  # answered or rescheduled since
+                    elif not_before <= now:
+                        heapq.heappop(queue)
+                        chunk.append(uid)
+                    else:
+                        break
+                if chunk:
+                    in_flight.update(chunk)
+                    try:
+                        await run_chunk(chunk)
+                    finally:
+                        in_flight.difference_update(chunk)
+                        done, changed[0] = changed[0], asyncio.Event()
+                        done.set()
+                    continue
+                if queue:  # the soonest item is not due yet
+                    timeout = min(self.time_left(), queue[0][0] - now)
+                elif in_flight:  # nothing waits, but a batch in flight may give items back
                     timeout = self.time_left()
                 else:
-                    chunk = [uid for nb, uid in waiting if nb <= now][:BATCH_LIMIT]
-                    if chunk:
-                        in_flight.update(chunk)
-                        try:
-                            await run_chunk(chunk)
-                        finally:
-                            in_flight.difference_update(chunk)
-                            done, changed[0] = changed[0], asyncio.Event()
-                            done.set()
-                        continue
-                    timeout = min(self.time_left(), min(nb for nb, _ in waiting) - now)
+                    return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), max(0.0, timeout))
 
