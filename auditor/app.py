@@ -159,14 +159,9 @@ def audit(
     with open_history(config, disabled_reason=shard_note) as history:
         journal = JournalCursor(out_dir / JOURNAL_FILENAME)
         attach_census(tenant_audit, history.store, config, options)
-        # --workers: the same run audited by several processes (auditor.workers); 1 runs in-process. The
-        # incremental census reads and writes the history as each tenant finishes, which one process does.
+        # --workers: the same run audited by several processes (auditor.workers); 1 runs in-process.
         workers = workers_for(
-            options.workers,
-            len(tenants),
-            remediate=options.remediate,
-            capture=capture is not None,
-            census=getattr(tenant_audit, "census", None) is not None,
+            options.workers, len(tenants), remediate=options.remediate, capture=capture is not None
         )
         run = run_fleet_in_workers(
             tenants,

@@ -138,14 +138,23 @@ def _answer_from_json(data: Any, cache: dict[tuple[Any, ...], MailboxAnswer]) ->
 def encode(census: StoredCensus) -> bytes:
     """The stored census as compressed JSON (the deltaLink and full-read time are stored beside it);
     classification times as POSIX seconds."""
-    users = [
-        [
-            entry.user,
-            _answer_to_json(entry.answer) if entry.answer is not None else None,
-            entry.classified_at.timestamp() if entry.classified_at is not None else None,
-        ]
-        for entry in census.entries.values()
-    ]
+    # A census holds a handful of distinct answers and classification times: each is encoded once.
+    answers: dict[MailboxAnswer, list[Any]] = {}
+    times: dict[datetime, float] = {}
+    users = []
+    for entry in census.entries.values():
+        answer, classified = entry.answer, entry.classified_at
+        if answer is not None and answer not in answers:
+            answers[answer] = _answer_to_json(answer)
+        if classified is not None and classified not in times:
+            times[classified] = classified.timestamp()
+        users.append(
+            [
+                entry.user,
+                answers[answer] if answer is not None else None,
+                times[classified] if classified is not None else None,
+            ]
+        )
     return zlib.compress(json.dumps({"fields": list(census.fields), "users": users}).encode(), 1)
 
 

@@ -15,6 +15,10 @@ in the parent, exactly as in a single-process run.
 * `--remediate` and `--capture` run in one process (`workers_for`): remediation asks for confirmation once,
   at a terminal, and applies writes with one journal; a capture is one directory written by one process.
   Both audit in-process, exactly as before.
+* The incremental census (`auditor.census`) works as in one process: a child reads the stored censuses
+  of its tenants with a connection of its own (an SQLite connection must not cross a fork), and sends each
+  census it would store to the parent, which writes it with the run's connection, the history's one
+  writer (`ChildCensusStore`).
 * Ctrl+C (SIGINT) reaches the parent, which stops the children and is interrupted like a single-process run
   (exit code 130); SIGTERM stops the children, then the parent dies of it as a single-process run does. A
   child that dies leaves its unfinished tenants as `error` results (INTERNAL_ERROR), never missing.
@@ -32,10 +36,12 @@ import multiprocessing
 import os
 import queue
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
@@ -59,15 +65,12 @@ def default_workers() -> int:
     return max(1, min(cores, MAX_DEFAULT_WORKERS))
 
 
-def workers_for(
-    requested: int | None, tenants: int, *, remediate: bool, capture: bool, census: bool = False
-) -> int:
+def workers_for(requested: int | None, tenants: int, *, remediate: bool, capture: bool) -> int:
     """How many processes audit a run of ``tenants`` tenants: 1 (in-process) for remediation, a capture,
-    the incremental census (it reads and writes the history database as each tenant finishes, and an
-    SQLite connection must not cross a fork), a small fleet or ``--workers 1``; else the request (default:
-    `default_workers`), at most one process per `MIN_TENANTS_PER_WORKER` tenants."""
+    a small fleet or ``--workers 1``; else the request (default: `default_workers`), at most one process per
+    `MIN_TENANTS_PER_WORKER` tenants."""
     wanted = default_workers() if requested is None else requested
-    if wanted <= 1 or remediate or capture or census or tenants < 2 * MIN_TENANTS_PER_WORKER:
+    if wanted <= 1 or remediate or capture or tenants < 2 * MIN_TENANTS_PER_WORKER:
         return 1
     return max(1, min(wanted, tenants // MIN_TENANTS_PER_WORKER))
 
@@ -101,6 +104,45 @@ class _QueueProgress:
         pass
 
 
+class ChildCensusStore:
+    """A worker's view of the stored censuses (`auditor.census.CensusStore`): it reads them through a
+    connection it opens itself, after the fork, and hands every census to store to the parent."""
+
+    def __init__(self, path: Path, channel: Any) -> None:
+        self.path = path
+        self.channel = channel
+        self._reader: Any = None
+
+    def load_census(self, tenant_id: str) -> tuple[int, str, str, bytes] | None:
+        if self._reader is None:
+            from auditor.history.store import HistoryStore
+
+            self._reader = HistoryStore.open(self.path, create=False)
+        census: tuple[int, str, str, bytes] | None = self._reader.load_census(tenant_id)
+        return census
+
+    def save_census(self, tenant_id: str, fmt: int, delta_link: str, full_read_at: str, blob: bytes) -> None:
+        self.channel.put(("census", -1, (tenant_id, fmt, delta_link, full_read_at, blob), 0.0))
+
+
+def _census_book(audit: TenantAudit) -> Any:
+    """The audit's census book (`auditor.census.CensusBook`) when it has a store, else None."""
+    book = getattr(audit, "census", None)
+    return book if book is not None and getattr(book, "store", None) is not None else None
+
+
+def _store_census(store: Any, payload: tuple[str, int, str, str, bytes]) -> None:
+    """Write a child's census with the run's connection; a failure costs only the next night's increment."""
+    try:
+        store.save_census(*payload)
+    except sqlite3.Error as exc:
+        log.warning(
+            "The census of tenant %s could not be stored (%s); the next night reads it in full",
+            payload[0],
+            exc,
+        )
+
+
 def _child(
     channel: Any,
     worker: int,
@@ -113,6 +155,9 @@ def _child(
     # Ctrl+C goes to the whole process group: the parent decides, and stops the children itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    book = _census_book(audit)
+    if book is not None:  # the parent's connection stays the parent's
+        book.store = ChildCensusStore(Path(book.store.path), channel)
     progress = _QueueProgress(channel, positions)
     progress.index = {t.tenant_id.lower(): p for t, p in zip(tenants, positions, strict=True)}
     asyncio.run(run_fleet(tenants, audit, progress=progress, **options))
@@ -150,6 +195,8 @@ def run_fleet_in_workers(
             )
         )
     started_at = datetime.now(UTC)
+    book = _census_book(audit)
+    census_store = book.store if book is not None else None
     context = multiprocessing.get_context("fork")
     channel: Any = context.Queue()
     groups = split(len(tenants), workers)
@@ -198,7 +245,7 @@ def run_fleet_in_workers(
             except queue.Empty:
                 dead = [k for k, c in enumerate(children) if k not in ended and not c.is_alive()]
                 for worker in dead:  # died without saying so: its unfinished tenants are errors
-                    _drain(channel, results, progress, ended, spool)
+                    _drain(channel, results, progress, ended, spool, census_store)
                     if worker in ended:
                         continue
                     ended.add(worker)
@@ -212,13 +259,7 @@ def run_fleet_in_workers(
                         progress,
                     )
                 continue
-            if kind == "done":
-                # Spooled in the parent as each result arrives: the children's lists never pile up here.
-                results[key] = spool(payload) if spool is not None else payload
-                if progress is not None:
-                    progress.tenant_done(payload, seconds)
-            else:
-                ended.add(key)
+            _received(kind, key, payload, seconds, results, progress, ended, spool, census_store)
     except BaseException:
         stop_children()
         raise
@@ -241,12 +282,37 @@ def run_fleet_in_workers(
     )
 
 
+def _received(
+    kind: str,
+    key: int,
+    payload: Any,
+    seconds: float,
+    results: dict[int, TenantResult],
+    progress: Progress | None,
+    ended: set[int],
+    spool: Callable[[TenantResult], TenantResult] | None,
+    census_store: Any,
+) -> None:
+    """One message from a child: a tenant's result, a census to store, or the child's end."""
+    if kind == "done":
+        # Spooled in the parent as each result arrives: the children's lists never pile up here.
+        results[key] = spool(payload) if spool is not None else payload
+        if progress is not None:
+            progress.tenant_done(payload, seconds)
+    elif kind == "census":
+        if census_store is not None:
+            _store_census(census_store, payload)
+    else:
+        ended.add(key)
+
+
 def _drain(
     channel: Any,
     results: dict[int, TenantResult],
     progress: Progress | None,
     ended: set[int],
     spool: Callable[[TenantResult], TenantResult] | None = None,
+    census_store: Any = None,
 ) -> None:
     """Take what is still queued (a child may have sent results just before it died)."""
     deadline = time.monotonic() + 1.0
@@ -255,12 +321,7 @@ def _drain(
             kind, key, payload, seconds = channel.get(timeout=0.1)
         except queue.Empty:
             return
-        if kind == "done":
-            results[key] = spool(payload) if spool is not None else payload
-            if progress is not None:
-                progress.tenant_done(payload, seconds)
-        else:
-            ended.add(key)
+        _received(kind, key, payload, seconds, results, progress, ended, spool, census_store)
 
 
 def _lost(

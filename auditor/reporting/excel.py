@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from copy import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -281,12 +282,13 @@ def _rows_sheet(
     _page_setup(sheet, 1)
     _header(sheet, 1, [c.header for c in columns])
     written = 0
+    styles = CellStyles(sheet)
     for record in records():
         row_currency = str(record.get("currency") or currency)
         cells = []
         for column in columns:
             cell = WriteOnlyCell(sheet)
-            _put_value(cell, column, record[column.key], row_currency)
+            _put_value(cell, column, record[column.key], row_currency, styles)
             cells.append(cell)
         sheet.append(cells)
         written += 1
@@ -335,55 +337,111 @@ def _text_cell(sheet: Worksheet, value: object) -> Cell:
 
 def _put_text(cell: Cell, value: object) -> None:
     """Store ``value`` as an inert string, whatever it looks like; an empty text leaves the cell empty."""
-    text = excel_text(value)
-    if not text:
-        cell.value = None
-        return
-    cell.value = text
-    cell.data_type = "s"  # openpyxl types "=..." as a formula; force a string
-    if text.startswith(_FORMULA_PREFIXES):
+    if _set_text(cell, value):
         cell.quotePrefix = True
 
 
-def _put_value(cell: Cell, column: Column, value: Any, currency: str) -> None:
+def _set_text(cell: Cell, value: object) -> bool:
+    """:func:`_put_text` without the style: True when the text needs Excel's quote prefix (it would
+    otherwise read as a formula)."""
+    text = excel_text(value)
+    if not text:
+        cell.value = None
+        return False
+    cell.value = text
+    cell.data_type = "s"  # openpyxl types "=..." as a formula; force a string
+    return text.startswith(_FORMULA_PREFIXES)
+
+
+class CellStyles:
+    """The few styles of a data sheet's cells, each registered with the workbook once.
+
+    openpyxl hashes every font, alignment and number format it is given to find the style's index in the
+    workbook, which cost most of the time of writing a large sheet; a cell whose style was seen before
+    gets a copy of that style's indexes instead. Only module-level style objects are used (the key is their
+    identity, and each is kept alive by the cache)."""
+
+    def __init__(self, sheet: Worksheet) -> None:
+        self.sheet = sheet
+        self._seen: dict[tuple[int, int, str | None, bool], tuple[Any, Any, Any]] = {}
+
+    def apply(
+        self,
+        cell: Cell,
+        *,
+        font: Font | None = None,
+        alignment: Alignment | None = None,
+        number_format: str | None = None,
+        quote: bool = False,
+    ) -> None:
+        key = (id(font), id(alignment), number_format, quote)
+        seen = self._seen.get(key)
+        if seen is None:
+            model = WriteOnlyCell(self.sheet)
+            if font is not None:
+                model.font = font
+            if alignment is not None:
+                model.alignment = alignment
+            if number_format is not None:
+                model.number_format = number_format
+            if quote:
+                model.quotePrefix = True
+            seen = self._seen[key] = (font, alignment, model._style)
+        cell._style = copy(seen[2])
+
+
+def _put_value(
+    cell: Cell, column: Column, value: Any, currency: str, styles: CellStyles | None = None
+) -> None:
+    """Store one table value in ``cell`` by its column's kind, with that kind's style."""
+    apply = (styles or CellStyles(cell.parent)).apply
     kind = column.kind
+    number_format: str | None = None
     if kind in (ColumnKind.COUNT, ColumnKind.MONEY):
         if value is None:
-            _put_text(cell, rows.UNKNOWN)
-            cell.font = _UNKNOWN_FONT
-            cell.alignment = _RIGHT_TOP
+            quote = _set_text(cell, rows.UNKNOWN)
+            apply(cell, font=_UNKNOWN_FONT, alignment=_RIGHT_TOP, quote=quote)
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
-            _put_text(cell, value)
+            apply(cell, quote=_set_text(cell, value))
             return
         cell.value = value
-        cell.number_format = _COUNT_FORMAT if kind is ColumnKind.COUNT else money_format(currency)
+        number_format = _COUNT_FORMAT if kind is ColumnKind.COUNT else money_format(currency)
     elif kind is ColumnKind.DAYS:
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-            _put_text(cell, "" if value is None else value)
-        else:
-            cell.value = value
-            cell.number_format = _DAYS_FORMAT
+            apply(cell, quote=_set_text(cell, "" if value is None else value), alignment=_align(column))
+            return
+        cell.value = value
+        number_format = _DAYS_FORMAT
     elif kind is ColumnKind.DATETIME:
         if value is None:
-            _put_text(cell, "")
+            _set_text(cell, "")
             return
-        if isinstance(value, datetime):
-            cell.value = _naive_utc(value)
-            cell.number_format = _DATETIME_FORMAT
-        else:
-            _put_text(cell, value)
+        if not isinstance(value, datetime):
+            apply(cell, quote=_set_text(cell, value), alignment=_align(column))
+            return
+        cell.value = _naive_utc(value)
+        number_format = _DATETIME_FORMAT
     elif kind is ColumnKind.FLAG:
-        _put_text(cell, "Yes" if value else "No")
+        apply(cell, quote=_set_text(cell, "Yes" if value else "No"), alignment=_align(column))
+        return
     elif kind is ColumnKind.LINK:
-        _put_text(cell, value or "")
+        quote = _set_text(cell, value or "")
         if value and str(value).startswith("https://"):
             cell.hyperlink = excel_text(value)
-            cell.font = _LINK_FONT
+            apply(cell, quote=quote, font=_LINK_FONT, alignment=_align(column))
+        else:
+            apply(cell, quote=quote, alignment=_align(column))
+        return
     else:
-        _put_text(cell, "" if value is None else value)
+        apply(cell, quote=_set_text(cell, "" if value is None else value), alignment=_align(column))
+        return
+    apply(cell, number_format=number_format, alignment=_align(column))
+
+
+def _align(column: Column) -> Alignment:
     # Top-aligned, so a row whose prose wraps still reads left to right; prose columns wrap.
-    cell.alignment = _WRAP_TOP if column.wide else _TOP
+    return _WRAP_TOP if column.wide else _TOP
 
 
 def money_format(currency: str) -> str:

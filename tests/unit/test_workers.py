@@ -32,12 +32,6 @@ def test_how_many_workers(
     assert workers_for(requested, tenants, remediate=remediate, capture=capture) == expected
 
 
-def test_the_incremental_census_keeps_the_audit_in_one_process() -> None:
-    # It reads and writes the history database as each tenant finishes; a connection must not cross a fork.
-    assert workers_for(4, 1000, remediate=False, capture=False, census=True) == 1
-    assert workers_for(4, 1000, remediate=False, capture=False, census=False) == 4
-
-
 def test_the_default_is_the_cores_capped() -> None:
     assert 1 <= workers_for(None, 10_000, remediate=False, capture=False) <= 8
 
