@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import certifi
 import httpx
+import yarl
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import (
     CertificateCredential,
@@ -40,7 +41,8 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
-from kiota_http.middleware.options import RetryHandlerOption
+from kiota_http.middleware.options import ParametersNameDecodingHandlerOption, RetryHandlerOption
+from kiota_http.middleware.parameters_name_decoding_handler import ParametersNameDecodingHandler
 from msgraph.generated.models.o_data_errors.inner_error import InnerError
 from msgraph.generated.models.o_data_errors.main_error import MainError
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
@@ -441,17 +443,42 @@ class LeanSender:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         for value in info.headers.get("Authorization"):  # none when the host is not allowed
             headers["Authorization"] = value
+        return await self._exchange("POST", url, headers, payload)
+
+    async def send(self, info: RequestInformation, base_url: str) -> bytes:
+        """Send a read an SDK request builder made (its URL template, query parameters and headers), as the
+        SDK's adapter would: the base URL filled in, the token attached by the SDK's provider, and the query
+        parameter names decoded as kiota's ParametersNameDecodingHandler does (``%24select`` -> ``$select``)."""
+        if info.url_template is not None:
+            info.path_parameters["baseurl"] = base_url
+        await self.provider.authenticate_request(info)
+        url = info.url
+        split = urlsplit(url)
+        if "%" in split.query:
+            query = _NAME_DECODER.decode_uri_encoded_string(split.query, _NAME_DECODING.characters_to_decode)
+            url = split._replace(query=query).geturl()
+        method = info.http_method.value if info.http_method is not None else "GET"
+        return await self._exchange(method, url, dict(info.request_headers or {}), info.content)
+
+    async def _exchange(self, method: str, url: str, headers: dict[str, str], content: bytes | None) -> bytes:
+        """One request through our gate, guard and hooks; the body on 2xx, else ``ODataError``."""
         await self.gate.wait()
         if self.guard is not None:
             self.guard.check_request(url, headers.get("Authorization"))
         observed: httpx.Request | None = None
         if self.request_hooks or self.response_hooks:
-            observed = httpx.Request("POST", url, headers=headers, content=payload)
+            observed = httpx.Request(method, url, headers=headers, content=content)
             for hook in self.request_hooks:
                 await hook(observed)
         try:
-            async with self._client().post(
-                url, data=payload, headers=headers, proxy=self.proxy, allow_redirects=False
+            # encoded=True: the URL goes out as the SDK built it (already percent-encoded), not re-quoted.
+            async with self._client().request(
+                method,
+                yarl.URL(url, encoded=True),
+                data=content,
+                headers=headers,
+                proxy=self.proxy,
+                allow_redirects=False,
             ) as answer:
                 body = await answer.read()
                 status, answer_headers = answer.status, answer.headers
@@ -468,7 +495,8 @@ class LeanSender:
             )
             for hook in self.response_hooks:
                 await hook(seen)
-        if status >= 400:
+        # Graph does not redirect these reads (nor $batch); a redirect is not an answer to read as one.
+        if status >= 300:
             raise odata_error(status, answer_headers, body)
         return body
 
@@ -503,6 +531,9 @@ def as_httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
         return httpx.RemoteProtocolError(text)
     return httpx.ReadError(text)
 
+
+_NAME_DECODER = ParametersNameDecodingHandler()
+_NAME_DECODING = ParametersNameDecodingHandlerOption()
 
 # GraphServiceClient -> its LeanSender (keyed by id: the SDK's client is not ours to add attributes to).
 _LEAN: dict[int, LeanSender] = {}

@@ -194,6 +194,9 @@ class GraphReader:
         self.policy = policy or RetryPolicy()
         self._own_deadline = time.monotonic() + self.policy.budget_seconds
         self._trouble: _Tries | None = None  # the latest request that was throttled or failed
+        # Reads go out through the session's lean sender (aiohttp, the SDK's request builders and token;
+        # `client.LeanSender`) when it has one; a client made elsewhere goes through the SDK's adapter.
+        self._lean = lean_sender(self.client)
 
     @property
     def app_label(self) -> str:
@@ -224,8 +227,9 @@ class GraphReader:
     ) -> dict[str, Any]:
         """Send a request (built afresh for every attempt) and return its JSON body.
 
-        `via` sends it instead of the SDK's adapter (the lean `$batch` path, `client.LeanSender`); it raises
-        the same errors, so everything below treats both alike.
+        `via` sends it another way (the `$batch` POST); otherwise it goes through the session's lean sender
+        (`client.LeanSender`), or the SDK's adapter for a client without one. All raise the same errors, so
+        everything below treats them alike.
 
         Waits out every 429's Retry-After (tenant-wide), retries failures with back-off for as long as the
         policy's patience and the tenant's deadline allow, and raises GraphError with a code and an
@@ -241,7 +245,12 @@ class GraphReader:
             scope = asyncio.timeout(left)
             try:
                 async with scope:
-                    raw = await (send_for_bytes(self.client, info) if via is None else via(info))
+                    if via is not None:
+                        raw = await via(info)
+                    elif self._lean is not None:
+                        raw = await self._lean.send(info, self.session.base_url)
+                    else:
+                        raw = await send_for_bytes(self.client, info)
                 return dict(json.loads(raw)) if raw else {}
             except TimeoutError:
                 if scope.expired():  # the tenant's deadline, not the request's time-out
