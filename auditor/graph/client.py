@@ -431,6 +431,11 @@ class LeanSender:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent",),
             )
+            # aiohttp re-sends an idempotent request at once, without telling, when a reused connection is
+            # reset; retries are the reader's (back-off, counted, reported), as on the SDK's path. There is
+            # no public switch: tests/integration/test_failure_paths.py shows a reset reaching the reader.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def post_json(self, url: str, payload: bytes) -> bytes:
