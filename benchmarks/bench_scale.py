@@ -89,21 +89,30 @@ class Simulator:
             self.process.kill()
 
 
-def _tree_rss(pid: int) -> int:
-    """The sum of VmRSS (bytes) over ``pid`` and its descendants."""
-    total = 0
+def _tree_memory(pid: int) -> tuple[int, int, int, int]:
+    """Over ``pid`` and its descendants: (processes, sum of VmRSS, sum of Pss, largest VmRSS), in bytes.
+
+    Forked workers share the pages they inherited: RSS counts a shared page in every process, Pss
+    (/proc/PID/smaps_rollup) divides it among them, so the Pss sum is what the tree really occupies."""
+    processes = rss_sum = pss_sum = largest = 0
     todo = [pid]
     while todo:
         current = todo.pop()
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+                    rss = int(line.split()[1]) * 1024
+                    rss_sum += rss
+                    largest = max(largest, rss)
+                    processes += 1
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss_sum += int(line.split()[1]) * 1024
             for task in Path(f"/proc/{current}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, ValueError):
             continue
-    return total
+    return processes, rss_sum, pss_sum, largest
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> dict[str, float]:
@@ -112,13 +121,13 @@ def run_cli(args: list[str], env: dict[str, str]) -> dict[str, float]:
     process = subprocess.Popen(  # noqa: S603 - the auditor CLI, fixed arguments
         [AUDITOR, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
-    peak = 0
+    peak = {"processes": 0, "rss": 0, "pss": 0, "largest": 0}
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss(process.pid))
+            for key, value in zip(peak, _tree_memory(process.pid), strict=True):
+                peak[key] = max(peak[key], value)
             done.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -132,7 +141,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> dict[str, float]:
     if process.returncode not in (0, 1):
         sys.stdout.write(output.decode(errors="replace")[-2000:])
         raise SystemExit(f"auditor {' '.join(args[:1])} exited {process.returncode}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": peak, "code": process.returncode}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, **peak, "code": process.returncode}
 
 
 def has_full_census() -> bool:
@@ -194,13 +203,16 @@ def fleet(tenants: int, users: int, args: argparse.Namespace, work: Path) -> Non
         print(
             f"  simulator CPU     {sim_cpu:.1f} s (the same {os.cpu_count()} cores: the floor assumes it is free)"
         )
-        print(f"  peak RSS          {night1['rss'] / 2**20:.0f} MiB (the auditor's processes)")
+        print(f"  peak memory       {night1['pss'] / 2**20:.0f} MiB Pss over the auditor's "
+              f"{night1['processes']:.0f} processes (RSS: largest process {night1['largest'] / 2**20:.0f} MiB, "
+              f"sum {night1['rss'] / 2**20:.0f} MiB, counting pages the forked workers share once per process)")  # fmt: skip
         print("  reports           " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items()))
         if incremental:
             before = sim.requests()
-            run_cli(["audit", *common, *workers, "--out", str(work / f"night2-{tenants}")], sim.env)
+            night2 = run_cli(["audit", *common, *workers, "--out", str(work / f"night2-{tenants}")], sim.env)
             second = sim.requests() - before
-            print(f"  second night      {second:,} requests = {100 * second / requests:.1f} % of the first")
+            print(f"  second night      {second:,} requests = {100 * second / requests:.1f} % of the first "
+                  f"(incremental census; wall {night2['wall']:.1f} s, CPU {night2['cpu']:.1f} s)")  # fmt: skip
         else:
             print(
                 "  second night      n/a (no incremental census: `auditor audit --full-census` not present)"

@@ -468,8 +468,9 @@ class LeanSender:
     async def _exchange(self, method: str, url: str, headers: dict[str, str], content: bytes | None) -> bytes:
         """One request through our gate, guard and hooks; the body on 2xx, else ``ODataError``."""
         await self.gate.wait()
-        if self.guard is not None:
-            self.guard.check_request(url, headers.get("Authorization"))
+        if self.guard is not None:  # kiota keeps header names in lower case
+            token = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+            self.guard.check_request(url, token)
         observed: httpx.Request | None = None
         if self.request_hooks or self.response_hooks:
             observed = httpx.Request(method, url, headers=headers, content=content)
