@@ -31,6 +31,7 @@ parts written to disk.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -181,6 +182,39 @@ def run_fleet_in_workers(
     """Like `run_fleet` (one result per tenant, in the order given) but audited by ``workers`` forked
     processes. ``audit`` is inherited by the children (fork), so it needs no pickling; results are pickled
     back one tenant at a time."""
+    # What exists now (the loaded SDKs, the config) lives as long as the audit: out of the collector's
+    # sight, a full collection stops re-scanning it (about 10 % of a run's CPU went to the collector), and
+    # forked workers keep sharing those pages instead of copying them when the collector touches them (the
+    # gc module's documentation recommends gc.freeze before a fork). Unfrozen when the audit is done.
+    gc.freeze()
+    try:
+        return _run_fleet(
+            tenants,
+            audit,
+            workers,
+            concurrency=concurrency,
+            tenant_timeout=tenant_timeout,
+            mode=mode,
+            currency=currency,
+            progress=progress,
+            spool=spool,
+        )
+    finally:
+        gc.unfreeze()
+
+
+def _run_fleet(
+    tenants: Sequence[TenantConfig],
+    audit: TenantAudit,
+    workers: int,
+    *,
+    concurrency: int,
+    tenant_timeout: float,
+    mode: RunMode,
+    currency: str,
+    progress: Progress | None = None,
+    spool: Callable[[TenantResult], TenantResult] | None = None,
+) -> RunResult:
     if workers <= 1:
         return asyncio.run(
             run_fleet(
