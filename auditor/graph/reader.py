@@ -145,6 +145,9 @@ class MailboxAnswer:
     hybrid_kind: bool = False
 
 
+_READ_ANSWERS: dict[str, MailboxAnswer] = {}
+
+
 def classify_mailbox_item(status: int, body: dict[str, Any]) -> MailboxAnswer | None:
     """A final answer for one `GET /users/{id}/mailboxSettings/userPurpose` item, or None when the
     status is transient (429/5xx: the caller retries it)."""
@@ -158,7 +161,15 @@ def classify_mailbox_item(status: int, body: dict[str, Any]) -> MailboxAnswer | 
             purpose = body.get("userPurpose")
         if isinstance(purpose, dict):  # an old documented shape: {"userPurpose": {"value": "user"}}
             purpose = purpose.get("value")
-        return MailboxAnswer(purpose=str(purpose) if purpose else "unknown")
+        text = str(purpose) if purpose else "unknown"
+        # Answers are immutable: one per purpose, shared by every mailbox that has it (a handful of values
+        # in Graph's enumeration; anything beyond is not kept).
+        answer = _READ_ANSWERS.get(text)
+        if answer is None:
+            answer = MailboxAnswer(purpose=text)
+            if len(_READ_ANSWERS) < 64:
+                _READ_ANSWERS[text] = answer
+        return answer
     if status == 404:
         # MailboxNotEnabledForRESTAPI: no Exchange Online mailbox (or hosted on-premises); ErrorInvalidUser:
         # gone since the user list was read. Neither is billed as a shared mailbox.
