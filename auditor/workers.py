@@ -31,6 +31,7 @@ parts written to disk.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import multiprocessing
@@ -44,7 +45,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from auditor import __version__
 from auditor.config import TenantConfig
@@ -167,6 +168,28 @@ def _child(
     channel.join_thread()
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _frozen_heap(function: F) -> F:
+    """Run ``function`` with the objects alive when it starts (the loaded SDKs, the config: they live as
+    long as the audit) out of the garbage collector's sight: a full collection stops re-scanning them
+    (about 10 % of a run's CPU went to the collector), and forked workers keep sharing those pages instead
+    of copying them when the collector touches them (the gc documentation recommends gc.freeze before a
+    fork). Unfrozen when it returns."""
+
+    @functools.wraps(function)
+    def frozen(*args: Any, **kwargs: Any) -> Any:
+        gc.freeze()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+
+    return cast(F, frozen)
+
+
+@_frozen_heap
 def run_fleet_in_workers(
     tenants: Sequence[TenantConfig],
     audit: TenantAudit,
@@ -182,39 +205,6 @@ def run_fleet_in_workers(
     """Like `run_fleet` (one result per tenant, in the order given) but audited by ``workers`` forked
     processes. ``audit`` is inherited by the children (fork), so it needs no pickling; results are pickled
     back one tenant at a time."""
-    # What exists now (the loaded SDKs, the config) lives as long as the audit: out of the collector's
-    # sight, a full collection stops re-scanning it (about 10 % of a run's CPU went to the collector), and
-    # forked workers keep sharing those pages instead of copying them when the collector touches them (the
-    # gc module's documentation recommends gc.freeze before a fork). Unfrozen when the audit is done.
-    gc.freeze()
-    try:
-        return _run_fleet(
-            tenants,
-            audit,
-            workers,
-            concurrency=concurrency,
-            tenant_timeout=tenant_timeout,
-            mode=mode,
-            currency=currency,
-            progress=progress,
-            spool=spool,
-        )
-    finally:
-        gc.unfreeze()
-
-
-def _run_fleet(
-    tenants: Sequence[TenantConfig],
-    audit: TenantAudit,
-    workers: int,
-    *,
-    concurrency: int,
-    tenant_timeout: float,
-    mode: RunMode,
-    currency: str,
-    progress: Progress | None = None,
-    spool: Callable[[TenantResult], TenantResult] | None = None,
-) -> RunResult:
     if workers <= 1:
         return asyncio.run(
             run_fleet(

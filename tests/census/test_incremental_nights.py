@@ -53,7 +53,14 @@ class Fleet:
     def tenant(self) -> TenantState:
         return next(iter(self.sim.world.tenants.values()))
 
-    def config(self, *, max_age_days: int = 7, history: bool = True) -> Path:
+    def config(
+        self,
+        *,
+        max_age_days: int = 7,
+        history: bool = True,
+        history_path: Path | None = None,
+        name: str = "fleet",
+    ) -> Path:
         sim = self.sim
         app = next(iter(sim.world.apps.values()))
         lines = [
@@ -73,6 +80,7 @@ class Fleet:
             "",
             "[history]",
             f"enabled = {str(history).lower()}",
+            *([f'path = "{history_path}"'] if history_path is not None else []),
             "",
         ]
         for tenant in sim.world.tenants.values():
@@ -82,7 +90,7 @@ class Fleet:
                 f'tenant_id = "{tenant.tenant_id}"',
                 "",
             ]
-        path = self.directory / "fleet.toml"
+        path = self.directory / f"{name}.toml"
         path.write_text("\n".join(lines))
         return path
 

@@ -23,7 +23,7 @@ from auditor.model import RunResult
 from auditor.simulator import GraphSimulator
 from auditor.simulator.fleet import FleetSpec, generate_fleet
 from auditor.workers import MIN_TENANTS_PER_WORKER
-from tests.census.test_incremental_nights import Clock
+from tests.census.test_incremental_nights import Clock, Fleet
 
 TENANTS = 2 * MIN_TENANTS_PER_WORKER  # the smallest fleet that is split over two workers
 
@@ -35,34 +35,6 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphSimu
         for name, value in sim.credentials.items():
             monkeypatch.setenv(name, value)
         yield sim
-
-
-def write_config(sim: GraphSimulator, directory: Path, history: Path) -> Path:
-    app = next(iter(sim.world.apps.values()))
-    lines = [
-        "[auth]",
-        f'client_id = "{app.client_id}"',
-        f'client_secret_env = "{app.env_prefix}_SECRET"',
-        f'authority = "{sim.authority}"',
-        f'graph_endpoint = "{sim.graph_url}"',
-        f'ca_bundle = "{sim.ca_file}"',
-        "allow_custom_endpoints = true",
-        "",
-        "[billing]",
-        "price_per_mailbox = 3.0",
-        "",
-        "[census]",
-        "max_age_days = 3",
-        "",
-        "[history]",
-        f'path = "{history}"',
-        "",
-    ]
-    for tenant in sim.world.tenants.values():
-        lines += ["[[tenants]]", f'name = "{tenant.display_name}"', f'tenant_id = "{tenant.tenant_id}"', ""]
-    path = directory / "fleet.toml"
-    path.write_text("\n".join(lines))
-    return path
 
 
 def night(sim: GraphSimulator, config: Path, out: Path, clock: Clock, workers: int) -> tuple[RunResult, int]:
@@ -99,13 +71,8 @@ def test_workers_keep_the_incremental_census_and_match_one_process(
 ) -> None:
     caplog.set_level(logging.INFO, logger="auditor.workers")
     history_1, history_2 = tmp_path / "one.sqlite", tmp_path / "two.sqlite"
-    config_1 = (
-        write_config(fleet, tmp_path / "one", history_1) if (tmp_path / "one").mkdir() is None else None
-    )
-    config_2 = (
-        write_config(fleet, tmp_path / "two", history_2) if (tmp_path / "two").mkdir() is None else None
-    )
-    assert config_1 is not None and config_2 is not None
+    config_1 = Fleet(fleet, tmp_path).config(max_age_days=3, history_path=history_1, name="one")
+    config_2 = Fleet(fleet, tmp_path).config(max_age_days=3, history_path=history_2, name="two")
     clock_1, clock_2 = Clock(), Clock()
 
     # Night 1: full reads; the two-worker run stores every tenant's census through the parent.
