@@ -454,8 +454,8 @@ class LeanSender:
         """Send a read an SDK request builder made (its URL template, query parameters and headers), as the
         SDK's adapter would: the base URL filled in, the token attached by the SDK's provider, and the query
         parameter names decoded as kiota's ParametersNameDecodingHandler does (``%24select`` -> ``$select``)."""
-        if info.url_template is not None:
-            info.path_parameters["baseurl"] = base_url
+        if info.url_template is not None:  # a copy: the dict is the request builder's own
+            info.path_parameters = {**info.path_parameters, "baseurl": base_url}
         await self.provider.authenticate_request(info)
         url = info.url
         split = urlsplit(url)

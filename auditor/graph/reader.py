@@ -249,7 +249,7 @@ class GraphReader:
         tries = _Tries()
         while True:
             info = build()  # the session's throttle gate holds it back while the tenant is paused
-            path = _path(info)
+            path = _pin_url(info, self.session.base_url)
             left = self.time_left()
             if left <= 0:
                 raise self._gave_up(tries, path, deadline=True)
@@ -754,10 +754,19 @@ class GraphReader:
         return answers
 
 
-def _path(info: RequestInformation) -> str:
+def _pin_url(info: RequestInformation, base_url: str) -> str:
+    """Expand the SDK's URL template once, the base URL filled in as the SDK's adapter does, and keep the
+    result in the request: the token provider, the sender and the messages each read the URL, and every
+    read of an unexpanded template expands it again (the costliest step of building a read). Returns the
+    path, for messages."""
     try:
-        return str(info.url).split("?")[0]
-    except Exception:  # the URL template could not be expanded; only used in messages
+        # A copy: the dict is the request builder's own, and pinning the URL clears it (kiota's setter),
+        # which would leave the next try of this request without its ids.
+        info.path_parameters = {**info.path_parameters, "baseurl": base_url}
+        url = str(info.url)
+        info.url = url
+        return url.split("?")[0]
+    except Exception:  # the URL template could not be expanded; the sender reports it
         return "a Graph request"
 
 

@@ -150,3 +150,21 @@ async def test_a_refused_batch_is_an_odata_error_with_graph_s_code(fresh_sim: Gr
     error: Any = refused.value
     assert error.status == 403 and error.code is ErrorCode.PERMISSION_DENIED
     assert "Authorization_RequestDenied" in str(error)
+
+
+async def test_a_retried_read_keeps_the_ids_of_its_url(fresh_sim: GraphSimulator) -> None:
+    # The URL of a read built by an SDK request builder is expanded once per try; the ids in it come from
+    # the builder, so a retry must find them still there.
+    fresh_sim.add_fault_rule(
+        FaultRule(
+            route="servicePrincipals.appRoleAssignments", status=503, code="ServiceUnavailable", times=2
+        )
+    )
+    settings = settings_for(fresh_sim, "contoso")
+    async with open_session(settings) as session:
+        reader = GraphReader(session, "Contoso")
+        sp = await reader.service_principal_by_app_id(VENDOR_APP_ID, ["id"])
+        await reader.app_role_assignments(sp["id"])
+    sent = [r for r in fresh_sim.requests() if r.route == "servicePrincipals.appRoleAssignments"]
+    assert [r.status for r in sent] == [503, 503, 200]
+    assert all(r.path.endswith(f"/servicePrincipals/{sp['id']}/appRoleAssignments") for r in sent)
