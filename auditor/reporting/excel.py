@@ -16,6 +16,8 @@ become U+FFFD instead of failing the report.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,6 +42,13 @@ from auditor.reporting import rows
 from auditor.reporting.atomic import atomic_path
 from auditor.reporting.rows import Column, ColumnKind, Table
 from auditor.reporting.text import report_text
+
+try:  # openpyxl writes through lxml when it is installed (a dependency: it is a fifth faster)
+    from lxml.etree import SerialisationError
+
+    _SERIALISATION_ERRORS: tuple[type[Exception], ...] = (SerialisationError,)
+except ImportError:  # pragma: no cover - lxml missing: openpyxl's own writer raises OSError
+    _SERIALISATION_ERRORS = ()
 
 __all__ = [
     "HISTORY_SHEETS",
@@ -115,10 +124,22 @@ def render_excel(run: RunResult, out_path: Path, *, insights: rows.Insights = No
     The workbook is written in openpyxl's write-only (streaming) mode: each row goes to the file as it is
     appended, so memory does not grow with the fleet's mailbox count.
     """
-    workbook = build_workbook(run, insights)
-    with atomic_path(Path(out_path)) as tmp:
-        workbook.save(tmp)
+    try:
+        workbook = build_workbook(run, insights)
+        with atomic_path(Path(out_path)) as tmp:
+            workbook.save(tmp)
+    except _SERIALISATION_ERRORS as exc:  # lxml reports a failed write (a full disk) in its own way
+        raise _as_os_error(exc) from exc
     return Path(out_path)
+
+
+def _as_os_error(exc: Exception) -> OSError:
+    """lxml's "IO_ENOSPC"-style serialisation error as the OSError a failed write is everywhere else."""
+    name = str(exc).strip().removeprefix("IO_")
+    code = getattr(errno, name, None) if name.isidentifier() else None
+    if isinstance(code, int):
+        return OSError(code, os.strerror(code))
+    return OSError(errno.EIO, f"the workbook could not be written ({exc})")
 
 
 def sheet_names(insights: rows.Insights = None) -> tuple[str, ...]:
