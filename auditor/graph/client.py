@@ -383,18 +383,21 @@ def make_graph_client(
 
 @dataclass
 class LeanSender:
-    """The bulk `$batch` path: the SDK's authentication provider attaches the token (its allowed hosts, the
-    credential's cache), our throttle gate and tenant guard run before every POST and see every answer, and
-    the request goes out through aiohttp (already here for azure-identity's token requests), whose C HTTP
-    parser costs about a third of the CPU of httpx + httpcore + h11 per request (`make bench`,
-    `benchmarks/bench_scale.py`). Kiota's per-request middleware chain (redirect, retry, parameter decoding,
-    URL replacement, user agent, headers inspection, telemetry) is skipped too: none of it matters for a
-    `$batch` POST (the SDK's retries are off, ours are in the reader; Graph does not redirect `$batch`; the
-    body is hand-built).
+    """How the reader's requests go out (reads and `$batch` POSTs; writes keep the SDK's adapter).
+
+    The SDK's request builders make a read (URL template, query parameters, headers) and the SDK's
+    authentication provider attaches the token (its allowed hosts, the credential's cache); our throttle
+    gate and tenant guard run before every request and see every answer; the request goes out through
+    aiohttp (already here for azure-identity's token requests), whose C HTTP parser costs about a third of
+    the CPU of httpx + httpcore + h11 per request (`benchmarks/bench_scale.py`). Kiota's per-request
+    middleware chain is skipped: redirects (Graph does not redirect these), retries (off: ours are in the
+    reader), URL replacement, user agent, header inspection and telemetry do nothing a read needs, and its
+    query parameter name decoding is done here the same way (`tests/integration/test_lean_batch.py`
+    compares the wire both ways).
 
     Extra httpx event hooks (capture, tests' observers) see each request and answer as httpx objects, so they
     observe this path exactly like the SDK's. Failures are raised as the httpx exceptions the SDK's path
-    raises for the same failure (and answers of 400 and up as ``ODataError``), so the reader's retry policy
+    raises for the same failure (and answers of 300 and up as ``ODataError``), so the reader's retry policy
     treats both paths alike.
     """
 
