@@ -131,6 +131,15 @@ def test_csp_allows_exactly_the_inline_blocks(tree: _Tree) -> None:
     assert "unsafe-inline" not in meta.attrs["content"]
 
 
+def test_the_page_carries_no_template_indentation(tree: _Tree, html_text: str) -> None:
+    # A tenth of a 1,000-tenant page was the template's indentation, which the browser collapses anyway
+    # (the page has no preformatted text); the inline script and style keep theirs (test above: CSP hashes).
+    outside = re.sub(r"<(script|style)\b.*?</\1\s*>", "<block/>", html_text, flags=re.DOTALL | re.IGNORECASE)
+    assert not re.search(r"\n[ \t]", outside)
+    assert "\n\n" not in outside
+    assert re.search(r"\n[ \t]+\S", "".join(tree.raw_blocks["script"])), "the script is still indented"
+
+
 # --- tenant data is text ---------------------------------------------------------------------------------
 
 
