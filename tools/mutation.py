@@ -100,7 +100,12 @@ MODULES: dict[str, Module] = {
         ("tests/unit/test_remediation.py", FAILURE_PATHS, "tests/integration/test_remediation.py"),
     ),
     "rows": Module(
-        "auditor/reporting/rows.py", ("tests/reporting/test_rows.py", "tests/reporting/test_history_rows.py")
+        "auditor/reporting/rows.py",
+        (
+            "tests/reporting/test_rows.py",
+            "tests/reporting/test_history_rows.py",
+            "tests/reporting/test_history_tables.py",
+        ),
     ),
     "errors": Module(
         "auditor/errors.py",
