@@ -289,3 +289,11 @@ def test_new_mailboxes_of_a_tenant_not_audited_are_listed_after_the_changes() ->
         ("Northwind", "New shared mailboxes"),
         ("Contoso", "Unknown: not audited this run"),
     ]
+
+
+def test_an_empty_gap_table_still_has_its_columns() -> None:
+    table = rows.gap_rows(insights())
+    assert list(table.frame.columns) == ["tenant", "tenant_id", *(c.key for c in rows.GAP_COLUMNS)]
+    the_run = run(NOW, tenant(CONTOSO, Status.COMPLIANT), run_id="r2")
+    (record,) = rows.tenant_rows(the_run, insights()).records()  # history knows none of the run's tenants
+    assert (record["change"], record["gap_days"]) == (None, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -804,3 +805,64 @@ def test_cost_bars_of_equal_cost_go_by_name_and_count_cents(hostile_run: RunResu
     bars = rows.cost_by_tenant(twelve)
     assert [b.label for b in bars] == [f"t{n:02}" for n in range(12, 2, -1)] + ["2 other tenant(s)"]
     assert bars[-1].value == 3.0
+
+
+def test_the_highest_severity_goes_by_urgency_not_by_name(hostile_run: RunResult) -> None:
+    contoso = _tenant(hostile_run, "Contoso Healthcare")
+    low = Finding(FindingCode.SHARED_MAILBOX_LICENSED, Severity.LOW, "Low.")
+    medium = Finding(FindingCode.SHARED_MAILBOX_SIGNIN_ENABLED, Severity.MEDIUM, "Medium.")
+    info = Finding(FindingCode.SP_LOOKALIKE, Severity.INFO, "Info.")
+    mixed = replace(contoso, findings=(info, low, medium))
+    (record,) = rows.tenant_rows(replace(hostile_run, tenants=(mixed,))).records()
+    assert (record["highest_severity"], record["severity_rank"]) == ("medium", Severity.MEDIUM.rank)
+
+
+def test_times_are_shown_in_utc_whatever_the_machine_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert rows.format_datetime(datetime(2025, 1, 2, 3, 4, tzinfo=UTC)) == "2025-01-02 03:04 UTC"
+        assert (
+            rows.format_datetime(datetime(2025, 1, 2, 3, 4)) == "2025-01-02 03:04 UTC"
+        )  # naive: UTC, not local
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize(("value", "text"), [(1.4, "1.4 days"), (0.6, "0.6 days")])
+def test_only_one_day_reads_as_singular(value: float, text: str) -> None:
+    assert rows.format_days(value) == text
+
+
+def test_a_consent_link_for_an_authority_with_capitals_is_kept(hostile_run: RunResult) -> None:
+    alpine = _tenant(hostile_run, "Alpine Ski House")
+    link = (
+        f"https://Login.Contoso-Proxy.Example/Entra/{alpine.tenant_id}/adminconsent?client_id={VENDOR_APP_ID}"
+    )
+    finding = Finding(FindingCode.EXCHANGE_PERMISSION_MISSING, Severity.HIGH, f"Missing. Fix: open {link}")
+    assert rows.consent_link(replace(alpine, findings=(finding,))) == link
+
+
+def test_an_unknown_cost_is_listed_after_the_tenants_that_cost_something(hostile_run: RunResult) -> None:
+    fabrikam = _tenant(hostile_run, "Fabrikam Retail")
+    cheap = replace(fabrikam, name="B cheap", tenant_id="b", billing=Billing(1, 0.5, 0.5))
+    unknown = replace(fabrikam, name="A unknown", tenant_id="a", billing=Billing(None, 0.5, None))
+    ordered = rows.ordered_tenants(replace(hostile_run, tenants=(unknown, cheap)))
+    assert [t.name for t in ordered] == ["B cheap", "A unknown"]
+
+
+def test_a_held_role_reads_as_held_whatever_remediation_says(hostile_run: RunResult) -> None:
+    alpine = _tenant(hostile_run, "Alpine Ski House")  # its gap is Exchange's; the role is held
+    for action in (RemediationAction.CREATED, RemediationAction.CREATED_UNVERIFIED):
+        checks = rows.tenant_checks(replace(alpine, remediation=replace(alpine.remediation, action=action)))
+        assert (checks[2].outcome, checks[2].evidence) == (CheckOutcome.OK, "Held: active, at scope '/'.")
+
+
+def test_a_census_not_read_is_not_applicable_unless_the_audit_failed(hostile_run: RunResult) -> None:
+    margies = replace(_tenant(hostile_run, "Margie's Travel"), mailboxes=None)
+    census = rows.tenant_checks(margies)[-1]
+    assert (census.outcome, census.evidence) == (
+        CheckOutcome.NOT_APPLICABLE,
+        "Mailboxes were not classified.",
+    )
