@@ -446,8 +446,7 @@ def test_a_history_that_cannot_be_created_says_where_and_why(tmp_path: Path) -> 
     path = blocker / "history.sqlite"
     with pytest.raises(HistoryError) as caught:
         HistoryStore.open(path)
-    assert caught.value.message.startswith(f"cannot open the history database {path} (")
-    assert caught.value.message.endswith(")") and "None" not in caught.value.message
+    assert caught.value.message == f"cannot open the history database {path} (File exists)"
     assert caught.value.hint == "Check that the directory exists and is writable, or set [history] path."
     missing = tmp_path / "nowhere" / "history.sqlite"
     with pytest.raises(HistoryError) as absent:
@@ -487,6 +486,23 @@ def test_a_history_in_a_read_only_directory_is_read_but_not_written(tmp_path: Pa
         with pytest.raises(HistoryError) as caught:
             HistoryStore.open(db)  # a run must write: it is told, not given a snapshot
         assert str(db) in caught.value.message
+
+
+def test_a_run_whose_placeholder_is_gone_is_still_recorded(store: HistoryStore) -> None:
+    placeholder = store.begin_run(T0)
+    store.discard_placeholder(placeholder)
+    store.record(run(T0, tenant(CONTOSO, Status.COMPLIANT), run_id="kept"), placeholder=placeholder)
+    assert [(r.run_id, r.complete) for r in store.runs()] == [("kept", True)]
+    assert [e.run_id for e in store.timeline(CONTOSO)] == ["kept"]
+
+
+def test_a_migration_made_of_sql_keeps_its_number(db: Path) -> None:
+    added = Migration.sql(len(MIGRATIONS) + 1, "a note per run", "ALTER TABLE runs ADD COLUMN note TEXT")
+    assert (added.version, added.description) == (len(MIGRATIONS) + 1, "a note per run")
+    with HistoryStore.open(db, migrations=(*MIGRATIONS, added)) as store:
+        assert store.schema_version == len(MIGRATIONS) + 1
+    with raw(db) as conn:
+        assert "note" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
 
 
 def failing_once(error: sqlite3.Error) -> tuple[Migration, ...]:
@@ -715,58 +731,56 @@ def test_insights_read_back_every_observation(store: HistoryStore) -> None:
         0.16,
         "EUR",
     )
-    assert store.insights("r1").previous_run_id is None and store.insights("r1").previous_run_at is None
+    first = store.insights("r1")
+    assert first.previous_run_id is None and first.previous_run_at is None
+    first_contoso = first.for_tenant(CONTOSO)
+    assert first_contoso is not None and first_contoso.new_shared_mailboxes == ()  # the baseline: none new
 
 
 def test_a_verdict_this_version_cannot_read_is_left_out_and_warned_about_once(
-    store: HistoryStore, db: Path, caplog: pytest.LogCaptureFixture
+    store: HistoryStore, db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store.record(
-        run(T0, tenant(CONTOSO, Status.NON_COMPLIANT), tenant(FABRIKAM, Status.COMPLIANT), run_id="r1")
-    )
-    store.record(
-        run(
-            T0 + DAY,
-            tenant(CONTOSO, Status.NON_COMPLIANT),
-            tenant(FABRIKAM, Status.COMPLIANT),
-            run_id="r2",
-            mode=RunMode.REMEDIATE,
+    for day in range(4):
+        store.record(
+            run(
+                T0 + day * DAY,
+                tenant(CONTOSO, Status.NON_COMPLIANT),
+                tenant(FABRIKAM, Status.COMPLIANT),
+                tenant(NORTHWIND, Status.COMPLIANT),
+                run_id=f"r{day + 1}",
+                mode=RunMode.REMEDIATE if day == 1 else RunMode.AUDIT,
+            )
         )
-    )
-    store.record(
-        run(
-            T0 + 2 * DAY,
-            tenant(CONTOSO, Status.NON_COMPLIANT),
-            tenant(FABRIKAM, Status.COMPLIANT),
-            run_id="r3",
-        )
-    )
     with raw(db) as conn:  # written by a newer auditor
-        conn.execute(
-            "UPDATE tenant_results SET status = 'quarantined' WHERE tenant_id = ? AND run_seq = 2", (CONTOSO,)
-        )
-        conn.execute(
-            "UPDATE tenant_results SET status = 'quarantined' WHERE tenant_id = ? AND run_seq = 3",
-            (FABRIKAM,),
-        )
+        for tenant_id, seq, value in (
+            (CONTOSO, 2, "quarantined"),
+            (NORTHWIND, 2, "quarantined"),
+            (FABRIKAM, 4, "suspended"),
+        ):
+            conn.execute(
+                "UPDATE tenant_results SET status = ? WHERE tenant_id = ? AND run_seq = ?",
+                (value, tenant_id, seq),
+            )
         conn.execute("UPDATE runs SET mode = 'simulate' WHERE run_id = 'r2'")
     with caplog.at_level(logging.WARNING, logger="auditor.history.store"):
-        insights = store.insights("r3")
-        store.insights("r3")
+        insights = store.insights("r4")
+        store.insights("r4")
         timeline = store.timeline(CONTOSO)
     contoso = insights.for_tenant(CONTOSO)
     assert contoso is not None and contoso.open_gap is not None
-    assert contoso.open_gap.runs == 2  # r1 and r3: r2's unreadable verdict is left out, not the rest
+    assert contoso.open_gap.runs == 3  # r1, r3 and r4: r2's unreadable verdict is left out, not the rest
     assert insights.for_tenant(FABRIKAM) is None  # no current verdict: nothing to compare
+    assert insights.for_tenant(NORTHWIND) is not None  # listed after it, still compared
     assert [(e.status, e.mode) for e in timeline] == [
         (Status.NON_COMPLIANT, RunMode.AUDIT),
         (None, None),
         (Status.NON_COMPLIANT, RunMode.AUDIT),
+        (Status.NON_COMPLIANT, RunMode.AUDIT),
     ]
     middle = next(p for p in insights.trend if p.run_id == "r2")
     assert (middle.tenants, middle.tenants_with_unknown_status, middle.by_status[Status.COMPLIANT]) == (
+        3,
         2,
-        1,
         1,
     )
     assert middle.mode is None
@@ -774,8 +788,17 @@ def test_a_verdict_this_version_cannot_read_is_left_out_and_warned_about_once(
     assert sorted(r.getMessage() for r in warnings) == sorted(
         f"The history {db} holds a {what} {value!r} that this version of the auditor does not know (written by a "
         "newer version?); it is shown as unknown"
-        for what, value in (("status", "quarantined"), ("mode", "simulate"))
+        for what, value in (("status", "quarantined"), ("status", "suspended"), ("mode", "simulate"))
     )
+    # Another history with the same unknown value is warned about too: the warning names the file.
+    other = tmp_path / "other.sqlite"
+    with raw(db) as source, raw(other) as target:
+        source.backup(target)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="auditor.history.store"), HistoryStore.open(other) as copy:
+        copy.timeline(FABRIKAM)
+    # its mode and Fabrikam's status
+    assert [r.getMessage().split(" holds")[0] for r in caplog.records] == [f"The history {other}"] * 2
 
 
 def test_trend_totals_count_each_tenant_once(store: HistoryStore) -> None:
@@ -815,7 +838,8 @@ def test_what_is_stored_per_tenant_is_json_a_later_night_reads_back(store: Histo
                 {"time": "t1", "tenant_id": NORTHWIND, "action": "create", "outcome": "failed", "n": 1}
             ),
             "[1, 2]\n",
-            "bad line\n",
+            "bad line \n",
+            "ends with X\n",
         ],
     )
     with raw(db) as conn:
@@ -864,6 +888,11 @@ def test_what_is_stored_per_tenant_is_json_a_later_night_reads_back(store: Histo
             ),
         ),
         (None, None, None, None, '{"unparsed":"[1, 2]"}'),
-        (None, None, None, None, '{"unparsed":"bad line"}'),
+        (None, None, None, None, '{"unparsed":"bad line "}'),
+        (None, None, None, None, '{"unparsed":"ends with X"}'),
     ]
-    assert store.journal("r1")[1:] == [{"unparsed": "[1, 2]"}, {"unparsed": "bad line"}]
+    assert store.journal("r1")[1:] == [
+        {"unparsed": "[1, 2]"},
+        {"unparsed": "bad line "},
+        {"unparsed": "ends with X"},
+    ]
