@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from auditor import errors
 from auditor.collect import SettingsError, census_from, connection_settings
 from auditor.config import AuthMethod, EffectiveAuth, TenantConfig
 from auditor.errors import ErrorCode, GraphError, redact
@@ -131,6 +132,13 @@ def test_a_tenant_where_nobody_has_mail_is_not_denied() -> None:
 # --- connection settings -----------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_registered_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no secret registered, as a fresh process does: the registry is process-wide,
+    so a value registered by another test would otherwise be masked here whatever the code under test did."""
+    monkeypatch.setattr(errors, "_known_secrets", ())
+
+
 def auth(method: AuthMethod, **values: Any) -> EffectiveAuth:
     base: dict[str, Any] = {
         "method": method,
@@ -212,6 +220,7 @@ def test_a_certificate_password_comes_from_its_variable(tmp_path: Path) -> None:
         "pem-pass-1",
     )
     assert settings.client_secret is None
+    assert "pem-pass-1" not in redact("leaked pem-pass-1"), "the password is registered for redaction"
     with pytest.raises(SettingsError) as raised:
         connection_settings(tenant(cert), {})
     assert "PEM_PASSWORD (certificate_password_env) is not set" in raised.value.error.message
