@@ -8,7 +8,7 @@ in tests/integration/test_audit_engine.py and test_failure_paths.py.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from auditor.collect import SettingsError, TenantAuditor, TenantCollector, search_vendor
-from auditor.config import AuditConfig, AuthMethod, VendorSettings
+from auditor.config import AuditConfig, AuthMethod, RunSettings, VendorSettings
 from auditor.constants import EXCHANGE_ONLINE_APP_ID, SECURITY_READER_ROLE_ID
 from auditor.errors import ErrorCode, GraphError, TenantError
 from auditor.graph.reader import MailboxAnswer
@@ -290,11 +290,36 @@ async def test_roles_held_through_role_assignable_groups() -> None:
     assert reader.asked("role_assignment_instances") == [f"roleDefinitionId eq '{SECURITY_READER_ROLE_ID}'"]
     [eligible] = roles.eligible
     assert eligible.via_group_id == GROUP
+    assert reader.asked("role_eligibility_instances") == [f"roleDefinitionId eq '{SECURITY_READER_ROLE_ID}'"]
+
+
+async def test_a_group_read_without_group_permission_is_kept_with_what_is_unknown() -> None:
+    # A limited-information object: only its type and id (no GroupMember.Read.All).
+    reader = FakeReader(member_of=[{"@odata.type": "#microsoft.graph.group", "id": "g-limited"}])
+    roles = roles_of(await collect(reader))
+    assert [(g.id, g.display_name, g.is_assignable_to_role) for g in roles.groups] == [
+        ("g-limited", "", None)
+    ]
+
+
+async def test_ids_with_a_quote_are_escaped_in_the_filters() -> None:
+    reader = FakeReader(member_of=[{"@odata.type": "#microsoft.graph.group", "id": "o'brien"}])
+    await collect(reader)
+    assert reader.asked("role_assignments") == [f"principalId in ('{SP}', 'o''brien')"]
+    alone = FakeReader(sps=[vendor_sp(id="sp'1")])
+    await collect(alone)
+    assert alone.asked("role_assignments") == ["principalId eq 'sp''1'"]
 
 
 async def test_pim_instances_give_end_dates_to_active_assignments() -> None:
     reader = FakeReader(
-        active={SP: [assignment(id="ra-1"), assignment(id="ra-2", scope="/administrativeUnits/x")]},
+        active={
+            SP: [
+                assignment(id="ra-1"),
+                assignment(id="ra-2", scope="/administrativeUnits/x"),
+                assignment(id="ra-3"),
+            ]
+        },
         instances=[
             {
                 "id": "inst-1",
@@ -310,6 +335,8 @@ async def test_pim_instances_give_end_dates_to_active_assignments() -> None:
                 "endDateTime": "2029-01-01T00:00:00Z",
             },
             {"id": "ra-2", "principalId": SP, "endDateTime": "not a time"},
+            # an instance without its origin id is the assignment itself
+            {"id": "ra-3", "principalId": SP, "endDateTime": "2032-03-04T00:00:00Z"},
         ],
         eligibilities=[
             {**assignment(id="e1"), "endDateTime": "2031-05-06T00:00:00Z", "memberType": "Direct"}
@@ -319,6 +346,7 @@ async def test_pim_instances_give_end_dates_to_active_assignments() -> None:
     by_id = {a.id: a for a in roles.active}
     assert by_id["ra-1"].end_date_time == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert by_id["ra-2"].end_date_time is None
+    assert by_id["ra-3"].end_date_time == datetime(2032, 3, 4, tzinfo=UTC)
     [eligible] = roles.eligible
     assert eligible.end_date_time == datetime(2031, 5, 6, tzinfo=UTC) and eligible.via_group_id is None
 
@@ -406,7 +434,9 @@ def test_a_settings_error_reads_as_its_message() -> None:
 
 async def test_an_unset_secret_is_a_config_error_for_that_tenant_only() -> None:
     cfg = config()
+    before = datetime.now(UTC)
     snapshot = await TenantAuditor(cfg, environ={}).snapshot(cfg.tenants[0])
+    assert before <= snapshot.collected_at <= datetime.now(UTC)  # aware, in UTC
     assert snapshot.error is not None and snapshot.error.code is ErrorCode.CONFIG_ERROR
     assert "environment variable S" in snapshot.error.message
     assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", cfg.tenants[0].tenant_id)
@@ -424,8 +454,11 @@ async def test_credential_material_that_cannot_be_used_is_a_sign_in_failure() ->
         yield
 
     auditor = TenantAuditor(cfg, session_factory=unusable, environ={"S": "secret-value-9"})
+    before = datetime.now(UTC)
+    snapshot = await auditor.snapshot(cfg.tenants[0])
+    assert before <= snapshot.collected_at <= datetime.now(UTC)  # aware, in UTC
     result = await auditor(cfg.tenants[0])
-    assert seen == ["secret-value-9"]
+    assert seen == ["secret-value-9", "secret-value-9"]
     assert result.status is Status.ERROR
     assert result.error is not None and result.error.code is ErrorCode.AUTH_FAILED
     assert (
@@ -433,3 +466,27 @@ async def test_credential_material_that_cannot_be_used_is_a_sign_in_failure() ->
         == f"Sign-in to tenant {cfg.tenants[0].label} failed: Could not deserialize key data"
     )
     assert result.name == "Contoso" and result.tenant_id == cfg.tenants[0].tenant_id
+
+
+async def test_the_session_gets_the_request_time_out_and_sign_in_failures_name_app_and_tenant() -> None:
+    cfg = replace(config(), run=RunSettings(request_timeout_seconds=7.5))
+    seen: list[float] = []
+
+    @asynccontextmanager
+    async def refused(settings: Any) -> Any:
+        seen.append(settings.timeout_seconds)
+        raise ValueError("AADSTS700016: Application with identifier was not found in the directory.")
+        yield
+
+    tenant_config = cfg.tenants[0]
+    snapshot = await TenantAuditor(cfg, session_factory=refused, environ={"S": "secret-value-9"}).snapshot(
+        tenant_config
+    )
+    assert seen == [7.5]
+    assert snapshot.error is not None and snapshot.error.code is ErrorCode.AUTH_FAILED
+    client = tenant_config.auth.client_id
+    assert snapshot.error.hint == (
+        f"App {client} is not known in tenant {tenant_config.label}: an administrator of that tenant must grant "
+        f"admin consent to it (https://login.microsoftonline.com/{tenant_config.tenant_id}/adminconsent?client_id="
+        f"{client}), or client_id/tenant_id in the config are wrong."
+    )
