@@ -262,7 +262,10 @@ def test_workload_identity_takes_the_configured_or_projected_token_file(tmp_path
     with pytest.raises(SettingsError) as raised:
         connection_settings(tenant(auth(AuthMethod.WORKLOAD_IDENTITY)), {})
     assert "federated token file None does not exist" in raised.value.error.message
-    assert "AZURE_FEDERATED_TOKEN_FILE" in raised.value.error.hint
+    assert (
+        raised.value.error.hint
+        == "Set token_file_path (or AZURE_FEDERATED_TOKEN_FILE) to the projected token."
+    )
 
 
 def test_managed_identity_needs_nothing_from_the_environment() -> None:

@@ -77,6 +77,7 @@ class FakeReader:
         ]
     )
     fail: dict[str, GraphError] = field(default_factory=dict)
+    mailbox_answer: MailboxAnswer = field(default_factory=lambda: MailboxAnswer("shared"))
     calls: list[tuple[str, Any]] = field(default_factory=list)
     tenant_label: str = "Contoso (t1)"
     app_label: str = "the auditor app"
@@ -133,7 +134,7 @@ class FakeReader:
     async def mailbox_purposes(self, user_ids: Any) -> dict[str, MailboxAnswer]:
         ids = list(user_ids)
         self._read("mailbox_purposes", ids)
-        return {uid: MailboxAnswer("shared") for uid in ids}
+        return {uid: self.mailbox_answer for uid in ids}
 
 
 def config(vendor: VendorSettings | None = None) -> AuditConfig:
@@ -380,6 +381,21 @@ async def test_a_failed_section_keeps_its_error_and_the_others_are_still_read() 
     assert snapshot.mailboxes.error.code is ErrorCode.PERMISSION_DENIED
     assert snapshot.mailboxes.error.message == "403 on users (request-id req-9)"
     assert isinstance(snapshot.roles, Collected) and isinstance(snapshot.exchange, Collected)
+
+
+async def test_a_census_where_every_mailbox_is_denied_names_the_tenant_and_the_app() -> None:
+    denied = MailboxAnswer(None, failure="403 ErrorAccessDenied", status=403)
+    snapshot = await collect(FakeReader(mailbox_answer=denied))
+    assert isinstance(snapshot.mailboxes, Failed)
+    error = snapshot.mailboxes.error
+    assert error.code is ErrorCode.PERMISSION_DENIED
+    assert error.message == (
+        "Every mailbox in tenant Contoso (t1) answered 403 ErrorAccessDenied; needs MailboxSettings.Read"
+    )
+    assert error.hint == (
+        "Grant the Microsoft Graph application permission MailboxSettings.Read to the auditor app and have an "
+        "administrator of tenant Contoso (t1) grant admin consent, then re-run."
+    )
 
 
 @pytest.mark.parametrize(
