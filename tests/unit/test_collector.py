@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,11 @@ def assignment(principal: str = SP, scope: str = "/", id: str = "ra-1") -> dict[
 class FakeSession:
     """The session's tenant check (WRONG_TENANT) passes: these tests are about the reads after it."""
 
+    def __init__(self) -> None:
+        self.confirmed: list[dict[str, Any] | None] = []
+
     def confirm_tenant(self, organization: dict[str, Any] | None) -> None:
-        return None
+        self.confirmed.append(organization)
 
 
 @dataclass
@@ -158,8 +161,10 @@ def roles_of(snapshot: TenantSnapshot) -> RoleEvidence:
 
 async def test_a_healthy_tenant_reads_every_section() -> None:
     reader = FakeReader()
+    before = datetime.now(UTC)
     snapshot = await collect(reader)
     assert snapshot.error is None
+    assert before <= snapshot.collected_at <= datetime.now(UTC)  # aware, in UTC
     assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", "aaaaaaaa-0000-0000-0000-000000000001")
     assert isinstance(snapshot.service_principals, Collected)
     [candidate] = snapshot.service_principals.value.candidates
@@ -414,6 +419,8 @@ async def test_no_first_answer_fails_the_tenant_before_anything_else_is_read(cod
     assert snapshot.error is not None and snapshot.error.code is code
     assert [name for name, _ in reader.calls] == ["organization"]
     assert snapshot.service_principals is None
+    assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", "aaaaaaaa-0000-0000-0000-000000000001")
+    assert snapshot.collected_at.utcoffset() == timedelta(0)
 
 
 async def test_an_unreadable_organization_is_only_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -421,8 +428,24 @@ async def test_an_unreadable_organization_is_only_a_warning(caplog: pytest.LogCa
     snapshot = await collect(FakeReader(fail={"organization": denied}))
     assert snapshot.error is None and isinstance(snapshot.roles, Collected)
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "organization_unreadable"]
-    assert record.levelname == "WARNING" and "using the configured name" in record.getMessage()
+    assert record.levelname == "WARNING"
+    assert (
+        record.getMessage()
+        == "Contoso: organization not readable (PERMISSION_DENIED); using the configured name"
+    )
     assert getattr(record, "tenant_id", None) == "aaaaaaaa-0000-0000-0000-000000000001"
+    assert getattr(record, "tenant", None) == "Contoso"
+
+
+async def test_the_tenant_check_gets_the_organization_or_nothing_when_it_was_unreadable() -> None:
+    reader = FakeReader()
+    await collect(reader)
+    assert reader.session.confirmed == [{"id": "t1", "displayName": "Contoso"}]
+    denied = FakeReader(
+        fail={"organization": GraphError("403", code=ErrorCode.PERMISSION_DENIED, status=403)}
+    )
+    await collect(denied)
+    assert denied.session.confirmed == [None]
 
 
 async def test_sparse_assignment_items_are_kept_without_invented_values() -> None:
