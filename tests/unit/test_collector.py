@@ -216,6 +216,14 @@ async def test_search_without_a_display_name_only_searches_by_app_id() -> None:
     assert (sp.app_id, sp.display_name, sp.account_enabled) == ("", "", True)
 
 
+async def test_the_kind_of_service_principal_is_kept_as_graph_gives_it() -> None:
+    found = await search_vendor(
+        FakeReader(sps=[vendor_sp(servicePrincipalType="ManagedIdentity")]),
+        VendorSettings(app_id="vendor-app"),
+    )
+    assert [sp.service_principal_type for sp in found.candidates] == ["ManagedIdentity"]
+
+
 async def test_a_disabled_sp_is_read_as_disabled() -> None:
     snapshot = await collect(FakeReader(sps=[vendor_sp(accountEnabled=False)]))
     assert isinstance(snapshot.service_principals, Collected)
