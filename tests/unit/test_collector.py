@@ -445,6 +445,24 @@ async def test_an_unreadable_organization_is_only_a_warning(caplog: pytest.LogCa
     assert getattr(record, "tenant", None) == "Contoso"
 
 
+class WrongTenantSession(FakeSession):
+    """The token names another tenant than the configured one."""
+
+    def confirm_tenant(self, organization: dict[str, Any] | None) -> None:
+        raise GraphError("The token is for tenant t2, not t1", code=ErrorCode.WRONG_TENANT)
+
+
+async def test_a_token_for_another_tenant_fails_the_tenant_before_any_section_is_read() -> None:
+    reader = FakeReader(session=WrongTenantSession())
+    before = datetime.now(UTC)
+    snapshot = await collect(reader)
+    assert snapshot.error is not None and snapshot.error.code is ErrorCode.WRONG_TENANT
+    assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", "aaaaaaaa-0000-0000-0000-000000000001")
+    assert before <= snapshot.collected_at <= datetime.now(UTC)
+    assert [name for name, _ in reader.calls] == ["organization"]
+    assert snapshot.service_principals is None and snapshot.mailboxes is None
+
+
 async def test_the_tenant_check_gets_the_organization_or_nothing_when_it_was_unreadable() -> None:
     reader = FakeReader()
     await collect(reader)
