@@ -174,7 +174,8 @@ class AuditorError(Exception):
         super().__init__(self.message)
 
     def __str__(self) -> str:
-        return f"{self.message} {self.hint}".strip() if self.hint else self.message
+        # The hint is never empty: the constructor falls back to the code's default advice.
+        return f"{self.message} {self.hint}".strip()
 
     def to_tenant_error(self) -> TenantError:
         """The result-side form of this error."""

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import sqlite3
+import stat
+import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from auditor.errors import ErrorCode, TenantError
+from auditor.errors import ErrorCode, TenantError, register_secret
+from auditor.history import Change
 from auditor.history.lock import HistoryError
 from auditor.history.store import (
     APPLICATION_ID,
@@ -19,6 +27,8 @@ from auditor.history.store import (
     HistoryStore,
     JournalLine,
     Migration,
+    TimelineEntry,
+    history_failure,
 )
 from auditor.model import FindingCode, RemediationAction, RunMode, Status
 from tests.history.builders import CONTOSO, DAY, FABRIKAM, NORTHWIND, T0, record_all, run, tenant
@@ -339,3 +349,550 @@ def test_the_on_premises_mailbox_count_is_kept(store: HistoryStore, db: Path) ->
             "SELECT mailbox_counts_json FROM tenant_results WHERE tenant_id = ?", (CONTOSO,)
         ).fetchone()
     assert json.loads(counts)["on_premises"] == 7
+
+
+# --- what goes wrong, in words an administrator can act on -------------------------------------------------
+
+MOVE_ASIDE = (
+    "Move it aside (the next run starts a new history) and keep it for recovery (sqlite3 FILE .recover)."
+)
+NOT_A_DB = (
+    "{path} is not an SQLite database ({detail}), so it cannot be the auditor's history",
+    "Point [history] path at the history file, or move this file aside (the next run starts a new history).",
+)
+DAMAGED = ("the history database {path} is damaged ({detail})", MOVE_ASIDE)
+READ_ONLY = (
+    "the history database {path} is read-only for this user ({detail}), so this run could not be recorded",
+    "Give the user running the auditor write access to the file and its directory (SQLite keeps -wal and -shm "
+    "files beside it); `auditor history` and `auditor report --history` only read it.",
+)
+FULL = (
+    "the disk holding the history database {path} is full ({detail})",
+    "Free some space on that file system, then re-run.",
+)
+CANNOT_OPEN = (
+    "cannot open the history database {path} ({detail})",
+    "Check that its directory exists and that the user running the auditor may write there.",
+)
+IO_ERROR = (
+    "the disk reported an I/O error on the history database {path} ({detail})",
+    "Check the disk and the file system (SQLite needs a local disk, not a network share).",
+)
+LOCKED = (
+    "the history database {path} is locked by another program ({detail})",
+    "Close whatever has it open (an sqlite3 shell, a backup job), then re-run.",
+)
+OTHER = (
+    "cannot use the history database {path} ({detail})",
+    "If the file is damaged, move it aside (the next run starts a new history) and keep it for recovery with "
+    "the sqlite3 tool.",
+)
+
+
+def sqlite_error(text: str, name: str | None = None) -> sqlite3.Error:
+    """An error as SQLite raises it: its text, and (Python 3.11+) the SQLite error name."""
+    error = sqlite3.OperationalError(text)
+    if name is not None:
+        error.sqlite_errorname = name
+    return error
+
+
+@pytest.mark.parametrize(
+    ("name", "detail", "expected"),
+    [
+        ("SQLITE_NOTADB", "file is not a database", NOT_A_DB),
+        (None, "File is NOT A DATABASE", NOT_A_DB),
+        ("SQLITE_CORRUPT", "database disk image is malformed", DAMAGED),
+        ("SQLITE_CORRUPT_INDEX", "index is broken", DAMAGED),
+        ("", "database disk image is MALFORMED", DAMAGED),
+        ("SQLITE_READONLY", "attempt to write a readonly database", READ_ONLY),
+        ("SQLITE_READONLY_DIRECTORY", "x", READ_ONLY),
+        ("SQLITE_PERM", "access permission denied", READ_ONLY),
+        ("SQLITE_AUTH", "not authorized", READ_ONLY),
+        (None, "attempt to write a READONLY database", READ_ONLY),
+        ("SQLITE_FULL", "database or disk is full", FULL),
+        (None, "database or DISK IS FULL", FULL),
+        ("SQLITE_CANTOPEN", "unable to open database file", CANNOT_OPEN),
+        ("SQLITE_CANTOPEN_ISDIR", "x", CANNOT_OPEN),
+        (None, "UNABLE TO OPEN database file", CANNOT_OPEN),
+        ("SQLITE_IOERR", "disk I/O error", IO_ERROR),
+        ("SQLITE_IOERR_WRITE", "x", IO_ERROR),
+        (None, "disk I/O ERROR", IO_ERROR),
+        ("SQLITE_BUSY", "database is locked", LOCKED),
+        ("SQLITE_BUSY_SNAPSHOT", "x", LOCKED),
+        ("SQLITE_LOCKED", "database table is locked", LOCKED),
+        (None, "database is LOCKED", LOCKED),
+        ("SQLITE_ERROR", "no such table: runs", OTHER),
+        ("SQLITE_CONSTRAINT", "UNIQUE constraint failed", OTHER),
+    ],
+)
+def test_a_history_failure_names_its_cause_and_remedy(
+    db: Path, name: str | None, detail: str, expected: tuple[str, str]
+) -> None:
+    failure = history_failure(sqlite_error(detail, name), db)
+    message, hint = expected
+    assert (failure.message, failure.hint) == (message.format(path=db, detail=detail), hint)
+    assert failure.exit_code == 2
+
+
+def test_a_history_failure_without_text_names_the_error_kind(db: Path) -> None:
+    failure = history_failure(sqlite3.DatabaseError(), db)
+    assert failure.message == f"cannot use the history database {db} (DatabaseError)"
+
+
+def test_a_history_that_cannot_be_created_says_where_and_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the history's directory should be", encoding="utf-8")
+    path = blocker / "history.sqlite"
+    with pytest.raises(HistoryError) as caught:
+        HistoryStore.open(path)
+    assert caught.value.message == f"cannot open the history database {path} (File exists)"
+    assert caught.value.hint == "Check that the directory exists and is writable, or set [history] path."
+    missing = tmp_path / "nowhere" / "history.sqlite"
+    with pytest.raises(HistoryError) as absent:
+        HistoryStore.open(missing, create=False)
+    assert absent.value.message == f"no history database at {missing}"
+    assert absent.value.hint == "`auditor audit` creates it on its first run."
+    assert not missing.parent.exists()  # a reader creates nothing
+
+
+def test_a_new_history_is_created_with_its_directories_and_private_mode(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "history.sqlite"
+    HistoryStore.open(path).close()
+    assert path.is_file()
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0o640 & 0o077  # no access for others
+
+
+@contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """``path`` made read-only even for root (whom chmod does not stop)."""
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], check=False).returncode:  # noqa: S603, S607
+        pytest.skip("chattr +i is not available here: cannot make a directory read-only for root")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: S603, S607
+
+
+def test_a_history_in_a_read_only_directory_is_read_but_not_written(tmp_path: Path) -> None:
+    folder = tmp_path / "history"
+    folder.mkdir()
+    db = folder / "history.sqlite"
+    record_all(db, run(T0, tenant(CONTOSO, Status.COMPLIANT), run_id="kept")).close()
+    with immutable(folder):
+        with HistoryStore.open(db, create=False) as reader:  # an immutable snapshot: no -shm file needed
+            assert [r.run_id for r in reader.runs()] == ["kept"]
+            assert reader.path == db and reader.schema_version == SCHEMA_VERSION
+        with pytest.raises(HistoryError) as caught:
+            HistoryStore.open(db)  # a run must write: it is told, not given a snapshot
+        assert str(db) in caught.value.message
+
+
+def test_a_run_whose_placeholder_is_gone_is_still_recorded(store: HistoryStore) -> None:
+    placeholder = store.begin_run(T0)
+    store.discard_placeholder(placeholder)
+    store.record(run(T0, tenant(CONTOSO, Status.COMPLIANT), run_id="kept"), placeholder=placeholder)
+    assert [(r.run_id, r.complete) for r in store.runs()] == [("kept", True)]
+    assert [e.run_id for e in store.timeline(CONTOSO)] == ["kept"]
+
+
+def test_a_migration_made_of_sql_keeps_its_number(db: Path) -> None:
+    added = Migration.sql(len(MIGRATIONS) + 1, "a note per run", "ALTER TABLE runs ADD COLUMN note TEXT")
+    assert (added.version, added.description) == (len(MIGRATIONS) + 1, "a note per run")
+    with HistoryStore.open(db, migrations=(*MIGRATIONS, added)) as store:
+        assert store.schema_version == len(MIGRATIONS) + 1
+    with raw(db) as conn:
+        assert "note" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+
+
+def failing_once(error: sqlite3.Error) -> tuple[Migration, ...]:
+    """The migrations, plus one that fails with ``error`` the first time it runs (a read-write connection)
+    and does nothing after (the read-only retry, which then cannot write its version: SQLITE_READONLY)."""
+    calls: list[int] = []
+
+    def apply(connection: sqlite3.Connection) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+
+    return (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "fails once", apply))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "retried"),
+    [
+        ("SQLITE_READONLY", "x", True),
+        ("SQLITE_READONLY_DIRECTORY", "x", True),
+        ("SQLITE_CANTOPEN", "x", True),
+        ("SQLITE_PERM", "x", True),
+        (None, "attempt to write a READONLY database", True),
+        (None, "UNABLE TO OPEN database file", True),
+        ("SQLITE_BUSY", "database is locked", False),
+        ("SQLITE_IOERR", "disk I/O error", False),
+        ("SQLITE_AUTH", "x", False),
+        (None, "no such table: runs", False),
+    ],
+)
+def test_only_a_history_that_cannot_be_written_is_retried_as_a_read_only_snapshot(
+    db: Path, name: str | None, text: str, retried: bool
+) -> None:
+    HistoryStore.open(db).close()
+    error = sqlite_error(text, name)
+    with pytest.raises(HistoryError) as caught:
+        HistoryStore.open(db, create=False, migrations=failing_once(error))
+    retry = "attempt to write a readonly database"  # what the snapshot says when asked to migrate
+    expected = history_failure(sqlite_error(retry, "SQLITE_READONLY") if retried else error, db)
+    assert caught.value.message == expected.message
+    with pytest.raises(HistoryError) as writer:
+        HistoryStore.open(db, migrations=failing_once(error))  # a writer is never given a snapshot
+    assert writer.value.message == history_failure(error, db).message
+
+
+def test_a_database_from_someone_else_is_refused_with_what_to_do(db: Path) -> None:
+    with raw(db) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(HistoryError) as caught:
+        HistoryStore.open(db)
+    assert caught.value.message == f"{db}: the file is an SQLite database, but not an auditor history"
+    assert caught.value.hint == (
+        "Point [history] path at a new file (or remove the setting to use history.sqlite beside the config)."
+    )
+
+
+# --- the stored census --------------------------------------------------------------------------------------
+
+
+def test_a_stored_census_is_kept_per_tenant_whatever_the_case_of_its_id(
+    store: HistoryStore, db: Path
+) -> None:
+    assert store.load_census(CONTOSO) is None
+    store.save_census(
+        CONTOSO.upper(), 3, "https://graph/delta?token=1", "2024-05-01T01:00:00+00:00", b"\x01zip"
+    )
+    store.save_census(FABRIKAM, 3, "https://graph/delta?token=f", "2024-05-02T01:00:00+00:00", b"\x02")
+    assert store.load_census(CONTOSO) == (
+        3,
+        "https://graph/delta?token=1",
+        "2024-05-01T01:00:00+00:00",
+        b"\x01zip",
+    )
+    before = datetime.now(UTC)
+    store.save_census(CONTOSO, 4, "https://graph/delta?token=2", "2024-05-03T01:00:00+00:00", b"\x03")
+    assert store.load_census(CONTOSO.upper()) == (
+        4,
+        "https://graph/delta?token=2",
+        "2024-05-03T01:00:00+00:00",
+        b"\x03",
+    )
+    with raw(db) as conn:
+        rows = conn.execute("SELECT tenant_id, updated_at FROM census_state ORDER BY tenant_id").fetchall()
+    assert [r[0] for r in rows] == [CONTOSO, FABRIKAM]  # one row per tenant, stored lower-case
+    updated = datetime.fromisoformat(rows[0][1])
+    assert updated.utcoffset() == timedelta(0) and before <= updated <= datetime.now(UTC)
+    store.forget_census(CONTOSO.upper())
+    assert store.load_census(CONTOSO) is None
+    assert store.load_census(FABRIKAM) is not None  # the other tenant's is kept
+
+
+# --- reading back -------------------------------------------------------------------------------------------
+
+
+def test_the_latest_run_is_the_latest_started_and_complete(store: HistoryStore) -> None:
+    assert store.latest_run_id() is None and store.latest_run_id(CONTOSO) is None
+    store.record(run(T0 + DAY, tenant(CONTOSO, Status.COMPLIANT), run_id="second"))
+    store.record(
+        run(T0, tenant(CONTOSO, Status.COMPLIANT), tenant(FABRIKAM, Status.COMPLIANT), run_id="first")
+    )
+    store.begin_run(T0 + 2 * DAY)  # started, never recorded
+    assert store.latest_run_id() == "second"
+    assert store.latest_run_id(CONTOSO) == "second"
+    assert store.latest_run_id(FABRIKAM) == "first"
+    assert store.latest_run_id(NORTHWIND) is None
+    assert store.has_run("first") and not store.has_run("third")
+    assert store.run_count() == (2, 1)
+
+
+def test_a_placeholder_is_discarded_but_a_recorded_run_never_is(store: HistoryStore) -> None:
+    placeholder = store.begin_run(T0)
+    seq = store.record(run(T0, tenant(CONTOSO, Status.COMPLIANT), run_id="done"))
+    other = store.begin_run(T0 + DAY)
+    store.discard_placeholder(other)
+    store.discard_placeholder(seq)  # complete: kept
+    assert [(r.run_id, r.complete) for r in store.runs()] == [("done", True), (None, False)]
+    assert store.run_count() == (1, 1)
+    assert not store.has_run("done-not")
+    store.record(run(T0, tenant(CONTOSO, Status.COMPLIANT), run_id="late"), placeholder=placeholder)
+    assert store.run_count() == (2, 0)  # the placeholder became the run
+
+
+def test_runs_and_timelines_are_limited_to_the_latest(store: HistoryStore) -> None:
+    for day in range(3):
+        store.record(
+            run(T0 + day * DAY, tenant(CONTOSO, Status.COMPLIANT), run_id=f"r{day}", mode=RunMode.REMEDIATE)
+        )
+    assert [r.run_id for r in store.runs()] == ["r2", "r1", "r0"]
+    assert [r.run_id for r in store.runs(limit=2)] == ["r2", "r1"]
+    assert [(r.seq, r.started_at) for r in store.runs(limit=1)] == [(3, T0 + 2 * DAY)]
+    assert [e.run_id for e in store.timeline(CONTOSO)] == ["r0", "r1", "r2"]
+    assert [e.run_id for e in store.timeline(CONTOSO, limit=2)] == ["r1", "r2"]
+    (entry,) = store.timeline(CONTOSO, limit=1)
+    assert entry == TimelineEntry(
+        run_id="r2",
+        started_at=T0 + 2 * DAY,
+        mode=RunMode.REMEDIATE,
+        name="Contoso",
+        status=Status.COMPLIANT,
+        finding_codes=(),
+        billed_shared_mailboxes=0,
+        monthly_cost=0.0,
+        currency="GBP",
+        error_code=None,
+        remediation_action="none",
+    )
+
+
+def test_times_are_stored_in_utc_so_that_text_order_is_time_order(
+    store: HistoryStore, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # the machine's zone must not matter
+    time.tzset()
+    try:
+        paris = timezone(timedelta(hours=2))
+        early = datetime(2024, 5, 2, 1, 0, tzinfo=paris)  # 2024-05-01 23:00 UTC
+        late = datetime(2024, 5, 1, 23, 30)  # naive: taken as UTC
+        store.record(run(late, tenant(CONTOSO, Status.COMPLIANT), run_id="late"))
+        store.record(run(early, tenant(CONTOSO, Status.COMPLIANT), run_id="early"))
+        assert [r.run_id for r in store.runs()] == ["late", "early"]
+        assert store.runs()[1].started_at == early
+        with raw(db) as conn:
+            stored = [s for (s,) in conn.execute("SELECT started_at FROM runs ORDER BY seq")]
+        assert stored == ["2024-05-01T23:30:00.000000+00:00", "2024-05-01T23:00:00.000000+00:00"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_run_not_in_the_history_is_named_with_what_the_history_holds(store: HistoryStore, db: Path) -> None:
+    with pytest.raises(HistoryError) as empty:
+        store.insights("missing")
+    assert empty.value.message == f"run missing is not in the history {db} (it holds no recorded run)"
+    assert empty.value.hint == (
+        "Pass with --history the history that run was recorded in (the [history] path of the config it was "
+        "audited with), or leave --history out to render the run without history."
+    )
+    store.record(run(T0, tenant(CONTOSO, Status.COMPLIANT)))
+    store.record(run(T0 + 40 * DAY, tenant(CONTOSO, Status.COMPLIANT)))
+    store.begin_run(T0 + 50 * DAY)
+    with pytest.raises(HistoryError) as held:
+        store.insights("missing")
+    assert held.value.message == (
+        f"run missing is not in the history {db} (it holds 2 run(s) from 2024-05-01 to 2024-06-10)"
+    )
+
+
+def test_insights_read_back_every_observation(store: HistoryStore) -> None:
+    store.record(
+        run(
+            T0,
+            tenant(CONTOSO, Status.COMPLIANT),
+            tenant(FABRIKAM, Status.NON_COMPLIANT, currency="EUR"),
+            run_id="r1",
+            currency="EUR",
+        )
+    )
+    store.record(
+        run(
+            T0 + DAY,
+            tenant(CONTOSO, Status.NON_COMPLIANT, shared=("m1", "m2", "m3")),
+            tenant(FABRIKAM, Status.NON_COMPLIANT, currency="EUR"),
+            run_id="r2",
+            currency="EUR",
+        )
+    )
+    insights = store.insights("r2")
+    assert (insights.run_id, insights.as_of, insights.currency) == ("r2", T0 + DAY, "EUR")
+    assert (insights.previous_run_id, insights.previous_run_at) == ("r1", T0)
+    assert [p.run_id for p in insights.trend] == ["r1", "r2"]
+    contoso = insights.for_tenant(CONTOSO)
+    assert contoso is not None and contoso.name == "Contoso"
+    assert (contoso.change, contoso.previous_status, contoso.previous_seen_at) == (
+        Change.NEW_GAP,
+        Status.COMPLIANT,
+        T0,
+    )
+    assert [m.id for m in contoso.new_shared_mailboxes] == ["m3"]
+    assert [m.display_name for m in contoso.new_shared_mailboxes] == ["Mailbox m3"]
+    fabrikam = insights.for_tenant(FABRIKAM)
+    assert fabrikam is not None and fabrikam.new_shared_mailboxes == ()  # the same list as last time
+    gap = fabrikam.open_gap
+    assert gap is not None and (gap.first_seen, gap.runs, gap.accrued_cost, gap.currency) == (
+        T0,
+        2,
+        0.16,
+        "EUR",
+    )
+    first = store.insights("r1")
+    assert first.previous_run_id is None and first.previous_run_at is None
+    first_contoso = first.for_tenant(CONTOSO)
+    assert first_contoso is not None and first_contoso.new_shared_mailboxes == ()  # the baseline: none new
+
+
+def test_a_verdict_this_version_cannot_read_is_left_out_and_warned_about_once(
+    store: HistoryStore, db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for day in range(4):
+        store.record(
+            run(
+                T0 + day * DAY,
+                tenant(CONTOSO, Status.NON_COMPLIANT),
+                tenant(FABRIKAM, Status.COMPLIANT),
+                tenant(NORTHWIND, Status.COMPLIANT),
+                run_id=f"r{day + 1}",
+                mode=RunMode.REMEDIATE if day == 1 else RunMode.AUDIT,
+            )
+        )
+    with raw(db) as conn:  # written by a newer auditor
+        for tenant_id, seq, value in (
+            (CONTOSO, 2, "quarantined"),
+            (NORTHWIND, 2, "quarantined"),
+            (FABRIKAM, 4, "suspended"),
+        ):
+            conn.execute(
+                "UPDATE tenant_results SET status = ? WHERE tenant_id = ? AND run_seq = ?",
+                (value, tenant_id, seq),
+            )
+        conn.execute("UPDATE runs SET mode = 'simulate' WHERE run_id = 'r2'")
+    with caplog.at_level(logging.WARNING, logger="auditor.history.store"):
+        insights = store.insights("r4")
+        store.insights("r4")
+        timeline = store.timeline(CONTOSO)
+    contoso = insights.for_tenant(CONTOSO)
+    assert contoso is not None and contoso.open_gap is not None
+    assert contoso.open_gap.runs == 3  # r1, r3 and r4: r2's unreadable verdict is left out, not the rest
+    assert insights.for_tenant(FABRIKAM) is None  # no current verdict: nothing to compare
+    assert insights.for_tenant(NORTHWIND) is not None  # listed after it, still compared
+    assert [(e.status, e.mode) for e in timeline] == [
+        (Status.NON_COMPLIANT, RunMode.AUDIT),
+        (None, None),
+        (Status.NON_COMPLIANT, RunMode.AUDIT),
+        (Status.NON_COMPLIANT, RunMode.AUDIT),
+    ]
+    middle = next(p for p in insights.trend if p.run_id == "r2")
+    assert (middle.tenants, middle.tenants_with_unknown_status, middle.by_status[Status.COMPLIANT]) == (
+        3,
+        2,
+        1,
+    )
+    assert middle.mode is None
+    warnings = [r for r in caplog.records if getattr(r, "event", None) == "history_unknown_value"]
+    assert sorted(r.getMessage() for r in warnings) == sorted(
+        f"The history {db} holds a {what} {value!r} that this version of the auditor does not know (written by a "
+        "newer version?); it is shown as unknown"
+        for what, value in (("status", "quarantined"), ("status", "suspended"), ("mode", "simulate"))
+    )
+    # Another history with the same unknown value is warned about too: the warning names the file.
+    other = tmp_path / "other.sqlite"
+    with raw(db) as source, raw(other) as target:
+        source.backup(target)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="auditor.history.store"), HistoryStore.open(other) as copy:
+        copy.timeline(FABRIKAM)
+    # its mode and Fabrikam's status
+    assert [r.getMessage().split(" holds")[0] for r in caplog.records] == [f"The history {other}"] * 2
+
+
+def test_trend_totals_count_each_tenant_once(store: HistoryStore) -> None:
+    store.record(
+        run(
+            T0,
+            tenant(CONTOSO, Status.NON_COMPLIANT),
+            tenant(FABRIKAM, Status.NON_COMPLIANT, shared=("a", "b", "c")),
+            tenant(NORTHWIND, Status.ERROR),
+            tenant("44444444-4444-4444-4444-444444444444", Status.AMBIGUOUS, name="Tailspin"),
+            run_id="r1",
+            currency="USD",
+        )
+    )
+    (point,) = store.insights("r1").trend
+    assert (point.run_id, point.started_at, point.currency, point.mode) == ("r1", T0, "USD", RunMode.AUDIT)
+    assert (point.tenants, point.by_status[Status.NON_COMPLIANT], point.gaps) == (4, 2, 3)
+    assert (point.billed_shared_mailboxes, point.estimated_monthly_cost) == (5, 12.5)
+    assert (point.tenants_with_unknown_cost, point.tenants_with_unknown_status) == (2, 0)
+
+
+def test_what_is_stored_per_tenant_is_json_a_later_night_reads_back(store: HistoryStore, db: Path) -> None:
+    register_secret("Sécret-ünïcode-42")
+    leaky = tenant(NORTHWIND, Status.ERROR, name="Zürich Bank")
+    assert leaky.error is not None
+    object.__setattr__(leaky.error, "message", "rejected Sécret-ünïcode-42")  # bypass the model's redaction
+    store.record(
+        run(
+            T0,
+            tenant(CONTOSO, Status.REMEDIATED, remediation=RemediationAction.CREATED),
+            tenant(FABRIKAM, Status.COMPLIANT),
+            leaky,
+            run_id="r1",
+        ),
+        [
+            json.dumps(
+                {"time": "t1", "tenant_id": NORTHWIND, "action": "create", "outcome": "failed", "n": 1}
+            ),
+            "[1, 2]\n",
+            "bad line \n",
+            "ends with X\n",
+        ],
+    )
+    with raw(db) as conn:
+        stored = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "SELECT tenant_id, tags_json, service_principal_id, shared_mailboxes, error_json, remediation_json "
+                "FROM tenant_results"
+            )
+        }
+        journal = conn.execute(
+            "SELECT time, tenant_id, action, outcome, line_json FROM remediation_journal"
+        ).fetchall()
+        (mailboxes,) = conn.execute("SELECT mailboxes_json FROM mailbox_sets LIMIT 1").fetchone()
+    tags, sp_id, shared, error_json, remediation_json = stored[CONTOSO]
+    assert (tags, sp_id, shared) == ('["gold"]', f"sp-{CONTOSO[:4]}", 2)
+    assert json.loads(remediation_json) == {
+        "action": "created",
+        "detail": "detail",
+        "role_assignment_id": None,
+        "request_id": None,
+        "at": None,
+    }
+    assert error_json is None
+    assert stored[FABRIKAM][4] is None  # remediation did nothing: no remediation record
+    _, northwind_sp, northwind_shared, northwind_error, _ = stored[NORTHWIND]
+    assert (northwind_sp, northwind_shared) == (None, None)
+    assert json.loads(northwind_error) == {
+        "code": "AUTH_FAILED",
+        "message": "rejected [redacted]",
+        "hint": leaky.error.hint,
+    }
+    assert "Sécret" not in json.loads(northwind_error)["message"]
+    assert (
+        mailboxes == '[["m1","Mailbox m1"],["m2","Mailbox m2"]]'
+    )  # compact, sorted: equal lists, one digest
+    assert journal == [
+        (
+            "t1",
+            NORTHWIND,
+            "create",
+            "failed",
+            json.dumps(
+                {"action": "create", "n": 1, "outcome": "failed", "tenant_id": NORTHWIND, "time": "t1"},
+                separators=(",", ":"),
+            ),
+        ),
+        (None, None, None, None, '{"unparsed":"[1, 2]"}'),
+        (None, None, None, None, '{"unparsed":"bad line "}'),
+        (None, None, None, None, '{"unparsed":"ends with X"}'),
+    ]
+    assert store.journal("r1")[1:] == [
+        {"unparsed": "[1, 2]"},
+        {"unparsed": "bad line "},
+        {"unparsed": "ends with X"},
+    ]

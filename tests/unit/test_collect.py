@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from auditor import errors
 from auditor.collect import SettingsError, census_from, connection_settings
 from auditor.config import AuthMethod, EffectiveAuth, TenantConfig
 from auditor.errors import ErrorCode, GraphError, redact
@@ -123,12 +124,35 @@ def test_a_404_beside_the_403s_is_an_answer_so_the_scan_is_partial() -> None:
     assert (result.unclassified, result.no_mailbox) == (1, 2)
 
 
+def test_mailboxes_hosted_on_premises_are_counted_apart() -> None:
+    hybrid = MailboxAnswer(
+        None, no_mailbox=True, status=404, code="MailboxNotEnabledForRESTAPI", hybrid_kind=True
+    )
+    users = [user(i, onPremisesSyncEnabled=True) for i in range(3)] + [
+        user(3),
+        user(4, onPremisesSyncEnabled=True),
+    ]
+    answers = {"u0": hybrid, "u1": hybrid, "u2": hybrid, "u3": hybrid, "u4": OK["shared"]}
+    result = census_from(users, answers, TENANT, APP)
+    # Synced users answering the on-premises way; a cloud-only user answering so has no mailbox.
+    assert (result.on_premises, result.no_mailbox, result.shared) == (3, 1, 1)
+    one = census_from(users[:1], {"u0": hybrid}, TENANT, APP)
+    assert (one.on_premises, one.no_mailbox) == (1, 0)
+
+
 def test_a_tenant_where_nobody_has_mail_is_not_denied() -> None:
     result = census([None, None])
     assert (result.no_mailbox, result.unclassified) == (2, 0)
 
 
 # --- connection settings -----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_registered_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no secret registered, as a fresh process does: the registry is process-wide,
+    so a value registered by another test would otherwise be masked here whatever the code under test did."""
+    monkeypatch.setattr(errors, "_known_secrets", ())
 
 
 def auth(method: AuthMethod, **values: Any) -> EffectiveAuth:
@@ -199,6 +223,9 @@ def test_a_certificate_needs_its_file(tmp_path: Path) -> None:
         connection_settings(tenant(auth(AuthMethod.CERTIFICATE, certificate_path=missing)), {})
     assert f"certificate file {missing} (certificate_path) does not exist" in raised.value.error.message
     assert raised.value.error.code is ErrorCode.CONFIG_ERROR
+    assert raised.value.error.hint == (
+        "Point certificate_path at the PEM file holding the app's private key and certificate."
+    )
 
 
 def test_a_certificate_password_comes_from_its_variable(tmp_path: Path) -> None:
@@ -212,9 +239,11 @@ def test_a_certificate_password_comes_from_its_variable(tmp_path: Path) -> None:
         "pem-pass-1",
     )
     assert settings.client_secret is None
+    assert "pem-pass-1" not in redact("leaked pem-pass-1"), "the password is registered for redaction"
     with pytest.raises(SettingsError) as raised:
         connection_settings(tenant(cert), {})
     assert "PEM_PASSWORD (certificate_password_env) is not set" in raised.value.error.message
+    assert raised.value.error.hint == "Set PEM_PASSWORD to the certificate key's password."
     # an empty password is a password (a key protected by ""), not a missing setting
     assert connection_settings(tenant(cert), {"PEM_PASSWORD": ""}).certificate_password == ""
     no_password = auth(AuthMethod.CERTIFICATE, certificate_path=pem)
@@ -233,7 +262,10 @@ def test_workload_identity_takes_the_configured_or_projected_token_file(tmp_path
     with pytest.raises(SettingsError) as raised:
         connection_settings(tenant(auth(AuthMethod.WORKLOAD_IDENTITY)), {})
     assert "federated token file None does not exist" in raised.value.error.message
-    assert "AZURE_FEDERATED_TOKEN_FILE" in raised.value.error.hint
+    assert (
+        raised.value.error.hint
+        == "Set token_file_path (or AZURE_FEDERATED_TOKEN_FILE) to the projected token."
+    )
 
 
 def test_managed_identity_needs_nothing_from_the_environment() -> None:

@@ -8,15 +8,15 @@ in tests/integration/test_audit_engine.py and test_failure_paths.py.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from auditor.collect import SettingsError, TenantAuditor, TenantCollector, search_vendor
-from auditor.config import AuditConfig, AuthMethod, VendorSettings
+from auditor.config import AuditConfig, AuthMethod, RunSettings, VendorSettings
 from auditor.constants import EXCHANGE_ONLINE_APP_ID, SECURITY_READER_ROLE_ID
 from auditor.errors import ErrorCode, GraphError, TenantError
 from auditor.graph.reader import MailboxAnswer
@@ -54,8 +54,11 @@ def assignment(principal: str = SP, scope: str = "/", id: str = "ra-1") -> dict[
 class FakeSession:
     """The session's tenant check (WRONG_TENANT) passes: these tests are about the reads after it."""
 
+    def __init__(self) -> None:
+        self.confirmed: list[dict[str, Any] | None] = []
+
     def confirm_tenant(self, organization: dict[str, Any] | None) -> None:
-        return None
+        self.confirmed.append(organization)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class FakeReader:
         ]
     )
     fail: dict[str, GraphError] = field(default_factory=dict)
+    mailbox_answer: MailboxAnswer = field(default_factory=lambda: MailboxAnswer("shared"))
     calls: list[tuple[str, Any]] = field(default_factory=list)
     tenant_label: str = "Contoso (t1)"
     app_label: str = "the auditor app"
@@ -133,7 +137,7 @@ class FakeReader:
     async def mailbox_purposes(self, user_ids: Any) -> dict[str, MailboxAnswer]:
         ids = list(user_ids)
         self._read("mailbox_purposes", ids)
-        return {uid: MailboxAnswer("shared") for uid in ids}
+        return {uid: self.mailbox_answer for uid in ids}
 
 
 def config(vendor: VendorSettings | None = None) -> AuditConfig:
@@ -157,8 +161,10 @@ def roles_of(snapshot: TenantSnapshot) -> RoleEvidence:
 
 async def test_a_healthy_tenant_reads_every_section() -> None:
     reader = FakeReader()
+    before = datetime.now(UTC)
     snapshot = await collect(reader)
     assert snapshot.error is None
+    assert before <= snapshot.collected_at <= datetime.now(UTC)  # aware, in UTC
     assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", "aaaaaaaa-0000-0000-0000-000000000001")
     assert isinstance(snapshot.service_principals, Collected)
     [candidate] = snapshot.service_principals.value.candidates
@@ -208,6 +214,14 @@ async def test_search_without_a_display_name_only_searches_by_app_id() -> None:
     assert reader.asked("service_principals") == ["appId eq 'vendor-app'"]
     [sp] = found.candidates
     assert (sp.app_id, sp.display_name, sp.account_enabled) == ("", "", True)
+
+
+async def test_the_kind_of_service_principal_is_kept_as_graph_gives_it() -> None:
+    found = await search_vendor(
+        FakeReader(sps=[vendor_sp(servicePrincipalType="ManagedIdentity")]),
+        VendorSettings(app_id="vendor-app"),
+    )
+    assert [sp.service_principal_type for sp in found.candidates] == ["ManagedIdentity"]
 
 
 async def test_a_disabled_sp_is_read_as_disabled() -> None:
@@ -290,11 +304,36 @@ async def test_roles_held_through_role_assignable_groups() -> None:
     assert reader.asked("role_assignment_instances") == [f"roleDefinitionId eq '{SECURITY_READER_ROLE_ID}'"]
     [eligible] = roles.eligible
     assert eligible.via_group_id == GROUP
+    assert reader.asked("role_eligibility_instances") == [f"roleDefinitionId eq '{SECURITY_READER_ROLE_ID}'"]
+
+
+async def test_a_group_read_without_group_permission_is_kept_with_what_is_unknown() -> None:
+    # A limited-information object: only its type and id (no GroupMember.Read.All).
+    reader = FakeReader(member_of=[{"@odata.type": "#microsoft.graph.group", "id": "g-limited"}])
+    roles = roles_of(await collect(reader))
+    assert [(g.id, g.display_name, g.is_assignable_to_role) for g in roles.groups] == [
+        ("g-limited", "", None)
+    ]
+
+
+async def test_ids_with_a_quote_are_escaped_in_the_filters() -> None:
+    reader = FakeReader(member_of=[{"@odata.type": "#microsoft.graph.group", "id": "o'brien"}])
+    await collect(reader)
+    assert reader.asked("role_assignments") == [f"principalId in ('{SP}', 'o''brien')"]
+    alone = FakeReader(sps=[vendor_sp(id="sp'1")])
+    await collect(alone)
+    assert alone.asked("role_assignments") == ["principalId eq 'sp''1'"]
 
 
 async def test_pim_instances_give_end_dates_to_active_assignments() -> None:
     reader = FakeReader(
-        active={SP: [assignment(id="ra-1"), assignment(id="ra-2", scope="/administrativeUnits/x")]},
+        active={
+            SP: [
+                assignment(id="ra-1"),
+                assignment(id="ra-2", scope="/administrativeUnits/x"),
+                assignment(id="ra-3"),
+            ]
+        },
         instances=[
             {
                 "id": "inst-1",
@@ -310,6 +349,8 @@ async def test_pim_instances_give_end_dates_to_active_assignments() -> None:
                 "endDateTime": "2029-01-01T00:00:00Z",
             },
             {"id": "ra-2", "principalId": SP, "endDateTime": "not a time"},
+            # an instance without its origin id is the assignment itself
+            {"id": "ra-3", "principalId": SP, "endDateTime": "2032-03-04T00:00:00Z"},
         ],
         eligibilities=[
             {**assignment(id="e1"), "endDateTime": "2031-05-06T00:00:00Z", "memberType": "Direct"}
@@ -319,6 +360,7 @@ async def test_pim_instances_give_end_dates_to_active_assignments() -> None:
     by_id = {a.id: a for a in roles.active}
     assert by_id["ra-1"].end_date_time == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert by_id["ra-2"].end_date_time is None
+    assert by_id["ra-3"].end_date_time == datetime(2032, 3, 4, tzinfo=UTC)
     [eligible] = roles.eligible
     assert eligible.end_date_time == datetime(2031, 5, 6, tzinfo=UTC) and eligible.via_group_id is None
 
@@ -354,6 +396,21 @@ async def test_a_failed_section_keeps_its_error_and_the_others_are_still_read() 
     assert isinstance(snapshot.roles, Collected) and isinstance(snapshot.exchange, Collected)
 
 
+async def test_a_census_where_every_mailbox_is_denied_names_the_tenant_and_the_app() -> None:
+    denied = MailboxAnswer(None, failure="403 ErrorAccessDenied", status=403)
+    snapshot = await collect(FakeReader(mailbox_answer=denied))
+    assert isinstance(snapshot.mailboxes, Failed)
+    error = snapshot.mailboxes.error
+    assert error.code is ErrorCode.PERMISSION_DENIED
+    assert error.message == (
+        "Every mailbox in tenant Contoso (t1) answered 403 ErrorAccessDenied; needs MailboxSettings.Read"
+    )
+    assert error.hint == (
+        "Grant the Microsoft Graph application permission MailboxSettings.Read to the auditor app and have an "
+        "administrator of tenant Contoso (t1) grant admin consent, then re-run."
+    )
+
+
 @pytest.mark.parametrize(
     "section", ["role_assignments", "app_role_assignments", "users", "service_principals"]
 )
@@ -370,6 +427,8 @@ async def test_no_first_answer_fails_the_tenant_before_anything_else_is_read(cod
     assert snapshot.error is not None and snapshot.error.code is code
     assert [name for name, _ in reader.calls] == ["organization"]
     assert snapshot.service_principals is None
+    assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", "aaaaaaaa-0000-0000-0000-000000000001")
+    assert snapshot.collected_at.utcoffset() == timedelta(0)
 
 
 async def test_an_unreadable_organization_is_only_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -377,8 +436,42 @@ async def test_an_unreadable_organization_is_only_a_warning(caplog: pytest.LogCa
     snapshot = await collect(FakeReader(fail={"organization": denied}))
     assert snapshot.error is None and isinstance(snapshot.roles, Collected)
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "organization_unreadable"]
-    assert record.levelname == "WARNING" and "using the configured name" in record.getMessage()
+    assert record.levelname == "WARNING"
+    assert (
+        record.getMessage()
+        == "Contoso: organization not readable (PERMISSION_DENIED); using the configured name"
+    )
     assert getattr(record, "tenant_id", None) == "aaaaaaaa-0000-0000-0000-000000000001"
+    assert getattr(record, "tenant", None) == "Contoso"
+
+
+class WrongTenantSession(FakeSession):
+    """The token names another tenant than the configured one."""
+
+    def confirm_tenant(self, organization: dict[str, Any] | None) -> None:
+        raise GraphError("The token is for tenant t2, not t1", code=ErrorCode.WRONG_TENANT)
+
+
+async def test_a_token_for_another_tenant_fails_the_tenant_before_any_section_is_read() -> None:
+    reader = FakeReader(session=WrongTenantSession())
+    before = datetime.now(UTC)
+    snapshot = await collect(reader)
+    assert snapshot.error is not None and snapshot.error.code is ErrorCode.WRONG_TENANT
+    assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", "aaaaaaaa-0000-0000-0000-000000000001")
+    assert before <= snapshot.collected_at <= datetime.now(UTC)
+    assert [name for name, _ in reader.calls] == ["organization"]
+    assert snapshot.service_principals is None and snapshot.mailboxes is None
+
+
+async def test_the_tenant_check_gets_the_organization_or_nothing_when_it_was_unreadable() -> None:
+    reader = FakeReader()
+    await collect(reader)
+    assert reader.session.confirmed == [{"id": "t1", "displayName": "Contoso"}]
+    denied = FakeReader(
+        fail={"organization": GraphError("403", code=ErrorCode.PERMISSION_DENIED, status=403)}
+    )
+    await collect(denied)
+    assert denied.session.confirmed == [None]
 
 
 async def test_sparse_assignment_items_are_kept_without_invented_values() -> None:
@@ -406,7 +499,9 @@ def test_a_settings_error_reads_as_its_message() -> None:
 
 async def test_an_unset_secret_is_a_config_error_for_that_tenant_only() -> None:
     cfg = config()
+    before = datetime.now(UTC)
     snapshot = await TenantAuditor(cfg, environ={}).snapshot(cfg.tenants[0])
+    assert before <= snapshot.collected_at <= datetime.now(UTC)  # aware, in UTC
     assert snapshot.error is not None and snapshot.error.code is ErrorCode.CONFIG_ERROR
     assert "environment variable S" in snapshot.error.message
     assert (snapshot.tenant_name, snapshot.tenant_id) == ("Contoso", cfg.tenants[0].tenant_id)
@@ -424,8 +519,11 @@ async def test_credential_material_that_cannot_be_used_is_a_sign_in_failure() ->
         yield
 
     auditor = TenantAuditor(cfg, session_factory=unusable, environ={"S": "secret-value-9"})
+    before = datetime.now(UTC)
+    snapshot = await auditor.snapshot(cfg.tenants[0])
+    assert before <= snapshot.collected_at <= datetime.now(UTC)  # aware, in UTC
     result = await auditor(cfg.tenants[0])
-    assert seen == ["secret-value-9"]
+    assert seen == ["secret-value-9", "secret-value-9"]
     assert result.status is Status.ERROR
     assert result.error is not None and result.error.code is ErrorCode.AUTH_FAILED
     assert (
@@ -433,3 +531,27 @@ async def test_credential_material_that_cannot_be_used_is_a_sign_in_failure() ->
         == f"Sign-in to tenant {cfg.tenants[0].label} failed: Could not deserialize key data"
     )
     assert result.name == "Contoso" and result.tenant_id == cfg.tenants[0].tenant_id
+
+
+async def test_the_session_gets_the_request_time_out_and_sign_in_failures_name_app_and_tenant() -> None:
+    cfg = replace(config(), run=RunSettings(request_timeout_seconds=7.5))
+    seen: list[float] = []
+
+    @asynccontextmanager
+    async def refused(settings: Any) -> Any:
+        seen.append(settings.timeout_seconds)
+        raise ValueError("AADSTS700016: Application with identifier was not found in the directory.")
+        yield
+
+    tenant_config = cfg.tenants[0]
+    snapshot = await TenantAuditor(cfg, session_factory=refused, environ={"S": "secret-value-9"}).snapshot(
+        tenant_config
+    )
+    assert seen == [7.5]
+    assert snapshot.error is not None and snapshot.error.code is ErrorCode.AUTH_FAILED
+    client = tenant_config.auth.client_id
+    assert snapshot.error.hint == (
+        f"App {client} is not known in tenant {tenant_config.label}: an administrator of that tenant must grant "
+        f"admin consent to it (https://login.microsoftonline.com/{tenant_config.tenant_id}/adminconsent?client_id="
+        f"{client}), or client_id/tenant_id in the config are wrong."
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from auditor import errors
 from auditor.errors import (
     DEFAULT_HINTS,
     AuditorError,
@@ -14,9 +15,18 @@ from auditor.errors import (
     GraphError,
     TenantError,
     UsageError,
+    permission_hint,
     redact,
+    redact_bulk,
     register_secret,
 )
+
+
+@pytest.fixture(autouse=True)
+def no_registered_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no secret registered, as a fresh process does: the registry is process-wide,
+    so a value another test registered would otherwise be masked here however registration behaves."""
+    monkeypatch.setattr(errors, "_known_secrets", ())
 
 
 @pytest.mark.parametrize(
@@ -34,12 +44,61 @@ def test_a_secret_containing_another_is_masked_whole() -> None:
     assert redact("x my-qzv-pass-01-long y qzv-pass-01 z") == "x [redacted] y [redacted] z"
 
 
+# What a capture file holds: Graph JSON, form bodies, headers. `redact_bulk` skips patterns whose words are
+# absent, so each case has the words in the case a pattern ignores (or not) to show nothing slips past.
+BULK_TEXTS = [
+    '{"value": [{"id": "1"}], "@odata.nextLink": "https://x/v1.0/users?$skiptoken=eyJhYmMx.eyJkZWYy.c2ln"}',
+    '{"form": {"client_secret": "abc", "Client_Assertion": "def"}}',
+    "Authorization: BEARER abc.def.ghi and eyJhbGciOi.eyJzdWIiOi.c2ln",
+    "PASSWORD=hunter22; Passwd: x; ACCESS_TOKEN=y; Id_Token=z; refresh_token=w; SECRET=v",
+    "a registered value reg1st3red-S3cret-value inside plain text",
+    "nothing at all to hide here",
+]
+
+
+@pytest.mark.parametrize("text", BULK_TEXTS)
+def test_bulk_redaction_masks_exactly_what_redact_masks(text: str) -> None:
+    register_secret("reg1st3red-S3cret-value")
+    assert redact_bulk(text) == redact(text)
+    for secret in ("reg1st3red-S3cret-value", "hunter22", "abc.def.ghi", "eyJhbGciOi", '"abc"', "=y;"):
+        assert secret not in redact_bulk(text)
+
+
+def test_bulk_redaction_of_a_capture() -> None:
+    register_secret("reg1st3red-S3cret-value")
+    text = "\n".join(BULK_TEXTS)
+    assert redact_bulk(text) == (
+        '{"value": [{"id": "1"}], "@odata.nextLink": "https://x/v1.0/users?$skiptoken=[redacted-token]"}\n'
+        '{"form": {"client_secret": "[redacted]", "Client_Assertion": "[redacted]"}}\n'
+        "Authorization: BEARER [redacted] and [redacted-token]\n"
+        "PASSWORD=[redacted]; Passwd: [redacted]; ACCESS_TOKEN=[redacted]; Id_Token=[redacted]; "
+        "refresh_token=[redacted]; SECRET=[redacted]\n"
+        "a registered value [redacted] inside plain text\n"
+        "nothing at all to hide here"
+    )
+
+
+def test_permission_hints_name_the_permission_tenant_and_app() -> None:
+    assert permission_hint("MailboxSettings.Read", "Contoso") == (
+        "Grant the Microsoft Graph application permission MailboxSettings.Read to the auditor app and have "
+        "an administrator of tenant Contoso grant admin consent, then re-run."
+    )
+    assert "to the USS app and" in permission_hint("Mail.Read", "Contoso", "the USS app")
+
+
 def test_errors_read_as_message_then_hint() -> None:
     error = AuditorError("Graph answered 500.", code=ErrorCode.GRAPH_ERROR, hint="Re-run.")
     assert str(error) == "Graph answered 500. Re-run." and error.args == ("Graph answered 500.",)
     plain = AuditorError("Something.", code=ErrorCode.TIMEOUT)
     assert plain.hint == DEFAULT_HINTS[ErrorCode.TIMEOUT]
     assert str(plain) == f"Something. {DEFAULT_HINTS[ErrorCode.TIMEOUT]}"
+
+
+def test_an_error_becomes_a_result_with_its_code_message_and_hint() -> None:
+    error = AuditorError("Reading /users took too long.", code=ErrorCode.TIMEOUT, hint="Raise the limit.")
+    assert error.to_tenant_error() == TenantError(
+        ErrorCode.TIMEOUT, "Reading /users took too long.", "Raise the limit."
+    )
 
 
 def test_graph_errors_keep_status_and_request_id_for_support() -> None:
