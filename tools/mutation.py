@@ -90,7 +90,16 @@ MODULES: dict[str, Module] = {
             f"{ENGINE}::test_more_than_999_users_are_paged_completely",
         ),
     ),
-    "reader": Module("auditor/graph/reader.py", ("tests/unit/test_reader.py", FAILURE_PATHS)),
+    "reader": Module(
+        "auditor/graph/reader.py",
+        (
+            "tests/unit/test_reader.py",
+            "tests/unit/test_retry_policy.py",
+            FAILURE_PATHS,
+            "tests/census/test_users_delta_route.py",
+            "tests/integration/test_lean_batch.py",
+        ),
+    ),
     "client": Module(
         "auditor/graph/client.py",
         (FAILURE_PATHS, "tests/simulator/test_identity.py", "tests/simulator/test_batch_and_faults.py"),

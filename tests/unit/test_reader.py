@@ -8,14 +8,27 @@ The same paths run end to end over the SDK in tests/integration/test_failure_pat
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+)
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
-from auditor.errors import DEFAULT_HINTS, ErrorCode
+from auditor.deadline import tenant_deadline
+from auditor.errors import DEFAULT_HINTS, ErrorCode, GraphError
+from auditor.graph.client import odata_error
 from auditor.graph.reader import (
     BATCH_LIMIT,
     MAILBOX_BATCHES_IN_FLIGHT,
@@ -229,3 +242,313 @@ def test_a_sign_in_failure_is_read_from_the_sdk_errors_message() -> None:
         == "Sign-in to tenant Contoso (t1) failed: AADSTS7000222: The provided client secret keys are expired."
     )
     assert "create a new client secret for app c1" in error.hint
+
+
+# --- the retry policy of one request (`send`), through its `via` sender ----------------------------------
+#
+# `send(build, permission, via=...)` is how the lean `$batch` path sends; here `via` answers each try from a
+# script of what Graph or the network did (real SDK exceptions: ODataError as the adapter raises it, httpx
+# and azure-core errors). The same paths run end to end in tests/integration/test_failure_paths.py; these
+# pin the timing and the wording that a log or a report reader sees.
+
+GRAPH = "https://graph.example/v1.0"
+PERMISSION = "User.Read.All"
+
+
+class Scripted:
+    """Answers try number n with script[n] (the last one repeats): an exception is raised, else JSON sent."""
+
+    def __init__(self, *script: Any) -> None:
+        self.script = list(script)
+        self.at: list[float] = []
+
+    async def __call__(self, info: Any) -> bytes | None:
+        step = self.script[min(len(self.at), len(self.script) - 1)]
+        self.at.append(time.monotonic())
+        if isinstance(step, BaseException):
+            raise step
+        if callable(step):
+            return await step()  # type: ignore[no-any-return]
+        return None if step is None else json.dumps(step).encode()
+
+
+def graph_answer(status: int, code: str = "", retry_after: str | None = None, request_id: str = "") -> ODataError:
+    """The ODataError the SDK's adapter raises for an error answer."""
+    body: dict[str, Any] = {"error": {"code": code, "message": f"{code} says no"}}
+    if request_id:
+        body["error"]["innerError"] = {"request-id": request_id}
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return odata_error(status, headers, json.dumps(body).encode())
+
+
+def sign_in_failure(status: int) -> ClientAuthenticationError:
+    """What azure-identity raises when the sign-in endpoint answered `status`."""
+    return ClientAuthenticationError(message=f"token request failed with {status}", response=token_answer(status))
+
+
+def token_answer(status: int) -> Any:
+    """The parts of azure-core's HTTP response that ClientAuthenticationError reads."""
+    return SimpleNamespace(status_code=status, reason="", text=lambda encoding=None: "")
+
+
+def make_reader(policy: RetryPolicy | None = None, *, timeout: float = 5.0) -> GraphReader:
+    settings = SimpleNamespace(client_id="app", tenant_id="t1", timeout_seconds=timeout)
+    session: Any = SimpleNamespace(client=None, settings=settings, base_url=GRAPH)
+    return GraphReader(session, "Contoso (t1)", policy=policy)
+
+
+async def send(reader: GraphReader, sender: Scripted, path: str = "/users?$select=id") -> dict[str, Any]:
+    return await reader.send(reader.url_request(path), PERMISSION, via=sender)
+
+
+@pytest.fixture
+def no_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every back-off draw is its floor (0 s), so retries under test do not wait."""
+    monkeypatch.setattr("auditor.graph.reader.random.uniform", lambda low, high: low)
+
+
+async def test_an_answer_is_returned_as_json_and_no_body_as_empty() -> None:
+    assert await send(make_reader(), Scripted({"value": [1]})) == {"value": [1]}
+    assert await send(make_reader(), Scripted(None)) == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_code"),
+    [
+        (401, "InvalidAuthenticationToken", ErrorCode.PERMISSION_DENIED),
+        (403, "Authorization_RequestDenied", ErrorCode.PERMISSION_DENIED),
+        (400, "BadRequest", ErrorCode.GRAPH_ERROR),
+        (404, "Request_ResourceNotFound", ErrorCode.GRAPH_ERROR),
+        (410, "SyncStateNotFound", ErrorCode.GRAPH_ERROR),
+    ],
+)
+async def test_a_refusal_is_not_retried_and_names_what_graph_said(
+    status: int, code: str, error_code: ErrorCode
+) -> None:
+    sender = Scripted(graph_answer(status, code, request_id="req-1"), {"value": []})
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(), sender)
+    error = info.value
+    assert len(sender.at) == 1, "a refusal is final"
+    assert (error.code, error.status, error.request_id) == (error_code, status, "req-1")
+    what = f"Graph answered {status} {code}: {code} says no"
+    if error_code is ErrorCode.PERMISSION_DENIED:
+        assert error.message == f"{what} (tenant Contoso (t1); needs User.Read.All)"
+        assert error.hint.startswith("Grant the Microsoft Graph application permission User.Read.All to ")
+        assert "the auditor app (client id app)" in error.hint
+    else:
+        assert error.message == what
+        assert error.hint == DEFAULT_HINTS[ErrorCode.GRAPH_ERROR]
+
+
+async def test_a_throttled_answer_without_retry_after_left_to_the_translation_is_throttled() -> None:
+    # The reader's own translation, for a 429 that reaches it as a refusal (e.g. through the writer path).
+    error = make_reader()._translate_odata(graph_answer(429, "TooManyRequests", request_id="r9"), PERMISSION)
+    assert error.code is ErrorCode.THROTTLED and error.status == 429 and error.request_id == "r9"
+    assert error.message == "Graph answered 429 TooManyRequests: TooManyRequests says no (still throttled)"
+
+
+async def test_a_429_with_retry_after_is_pacing_and_uses_up_no_patience() -> None:
+    # With no patience at all a failure is given up on at once; a 429 that names a Retry-After is not one.
+    sender = Scripted(graph_answer(429, "TooManyRequests", retry_after="0"), {"value": ["ok"]})
+    reader = make_reader(RetryPolicy(patience_seconds=0.0))
+    assert await send(reader, sender) == {"value": ["ok"]}
+    assert len(sender.at) == 2
+
+
+@pytest.mark.parametrize(
+    ("failure", "error_code", "why", "hint"),
+    [
+        (graph_answer(503, "ServiceUnavailable"), ErrorCode.GRAPH_ERROR, "503 ServiceUnavailable", "Microsoft kept failing (503 ServiceUnavailable): check the Microsoft 365 service health page"),
+        (graph_answer(500, ""), ErrorCode.GRAPH_ERROR, "500", "Microsoft kept failing (500): "),
+        (graph_answer(429, "TooManyRequests"), ErrorCode.THROTTLED, "429 TooManyRequests", "Microsoft Graph kept throttling this tenant: re-run later, lower run.concurrency (--concurrency), or raise run.tenant_timeout_seconds."),
+        (httpx.ReadTimeout("slow"), ErrorCode.TIMEOUT, "no answer within 5 s", "Microsoft Graph did not answer in time: check the network path to Graph and the Microsoft 365 service health page, then re-run; if the tenant is just slow or large, raise run.tenant_timeout_seconds (and run.request_timeout_seconds)."),
+        (TimeoutError(), ErrorCode.TIMEOUT, "no answer within 5 s", "Microsoft Graph did not answer in time"),
+        (httpx.RemoteProtocolError("closed"), ErrorCode.NETWORK_ERROR, "connection dropped", "Connections to Microsoft Graph or the sign-in endpoint kept failing: check network access, proxy and firewall to both endpoints, then re-run."),
+        (httpx.ReadError("reset"), ErrorCode.NETWORK_ERROR, "connection dropped", "Connections to Microsoft Graph"),
+        (ConnectionResetError(), ErrorCode.NETWORK_ERROR, "connection dropped", "Connections to Microsoft Graph"),
+        (httpx.WriteError("broken pipe"), ErrorCode.NETWORK_ERROR, "connection failed (WriteError)", "Connections to Microsoft Graph"),
+        (httpx.ConnectError("refused"), ErrorCode.NETWORK_ERROR, "could not connect", "Connections to Microsoft Graph"),
+        (ServiceRequestError("no route"), ErrorCode.NETWORK_ERROR, "could not connect", "Connections to Microsoft Graph"),
+        (ServiceResponseError("dropped"), ErrorCode.NETWORK_ERROR, "connection failed (ServiceResponseError)", "Connections to Microsoft Graph"),
+        (ServiceResponseTimeoutError("slow"), ErrorCode.TIMEOUT, "no answer within 5 s", "Microsoft Graph did not answer in time"),
+        (ServiceRequestTimeoutError("slow"), ErrorCode.TIMEOUT, "no answer within 5 s", "Microsoft Graph did not answer in time"),
+        (sign_in_failure(503), ErrorCode.GRAPH_ERROR, "sign-in endpoint answered 503", "Microsoft kept failing (sign-in endpoint answered 503)"),
+        (sign_in_failure(429), ErrorCode.THROTTLED, "sign-in endpoint answered 429", "Microsoft Graph kept throttling"),
+    ],
+)
+async def test_a_failure_that_persists_is_retried_for_the_patience_then_named(
+    no_back_off: None, failure: BaseException, error_code: ErrorCode, why: str, hint: str
+) -> None:
+    sender = Scripted(failure)
+    reader = make_reader(RetryPolicy(patience_seconds=0.2, connect_patience_seconds=0.2))
+    began = time.monotonic()
+    with pytest.raises(GraphError) as info:
+        await send(reader, sender)
+    error = info.value
+    assert time.monotonic() - began >= 0.2 and len(sender.at) > 2, "retried until its patience ran out"
+    assert error.code is error_code
+    assert error.hint.startswith(hint), error.hint
+    assert re.fullmatch(
+        rf"Gave up on {GRAPH}/users for tenant Contoso \(t1\) after \d+\.\d s: it kept failing for 0\.2 s; "
+        rf"{len(sender.at)} x {re.escape(why)}",
+        error.message,
+    ), error.message
+
+
+async def test_an_unreachable_endpoint_is_given_up_on_sooner_than_a_failing_one(no_back_off: None) -> None:
+    policy = RetryPolicy(patience_seconds=30.0, connect_patience_seconds=0.1)
+    began = time.monotonic()
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(policy), Scripted(httpx.ConnectError("refused")))
+    assert time.monotonic() - began < 5, "connect patience, not the full patience"
+    assert info.value.code is ErrorCode.NETWORK_ERROR and "it kept failing for 30 s" in info.value.message
+    # Once the endpoint has answered, it is reachable: a failed connection then gets the full patience.
+    policy = RetryPolicy(patience_seconds=0.4, connect_patience_seconds=0.0)
+    sender = Scripted(graph_answer(503, "ServiceUnavailable"), httpx.ConnectError("refused"))
+    began = time.monotonic()
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(policy), sender)
+    assert time.monotonic() - began >= 0.4 and len(sender.at) > 2
+    assert "1 x 503 ServiceUnavailable" in info.value.message and " x could not connect" in info.value.message
+
+
+async def test_the_failures_are_summed_up_most_frequent_first(no_back_off: None) -> None:
+    dropped, refused = httpx.RemoteProtocolError("closed"), httpx.ConnectError("refused")
+    sender = Scripted(refused, dropped, dropped, dropped, dropped)
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(RetryPolicy(patience_seconds=0.1)), sender)
+    assert info.value.message.endswith(f"{len(sender.at) - 1} x connection dropped, 1 x could not connect")
+
+
+async def test_an_untrusted_certificate_is_not_retried() -> None:
+    sender = Scripted(httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] self-signed certificate"))
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(), sender)
+    assert len(sender.at) == 1
+    assert info.value.code is ErrorCode.NETWORK_ERROR
+    assert info.value.message.startswith("Could not reach Microsoft Graph for tenant Contoso (t1): [SSL:")
+    assert "set ca_bundle in the config" in info.value.hint
+
+
+@pytest.mark.parametrize("status", [None, 400, 401])
+async def test_a_refused_sign_in_is_auth_failed_at_once(status: int | None) -> None:
+    failure = ClientAuthenticationError(
+        message="AADSTS7000215: Invalid client secret provided.",
+        response=None if status is None else token_answer(status),
+    )
+    sender = Scripted(failure)
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(), sender)
+    assert len(sender.at) == 1
+    assert info.value.code is ErrorCode.AUTH_FAILED
+    assert info.value.message == "Sign-in to tenant Contoso (t1) failed: AADSTS7000215: Invalid client secret provided."
+    assert "create a new client secret for app app" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("failures", "ceiling"),
+    [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (30, 30.0), (10_000, 30.0)],
+)
+def test_the_back_off_ceiling_doubles_per_failure_up_to_max_delay(
+    monkeypatch: pytest.MonkeyPatch, failures: int, ceiling: float
+) -> None:
+    drawn: list[tuple[float, float]] = []
+    monkeypatch.setattr("auditor.graph.reader.random.uniform", lambda low, high: drawn.append((low, high)) or high)
+    assert RetryPolicy().backoff(failures) == ceiling
+    assert drawn == [(0, ceiling)], "full jitter: drawn from 0 up to the ceiling"
+
+
+@pytest.mark.parametrize(("failures", "ceiling"), [(29, 0.5), (30, 1.0), (31, 1.0), (10_000, 1.0)])
+def test_the_back_off_exponent_stops_at_30(
+    monkeypatch: pytest.MonkeyPatch, failures: int, ceiling: float
+) -> None:
+    # Past 2**30 the ceiling stops growing (it is capped by max_delay long before, with any real base).
+    monkeypatch.setattr("auditor.graph.reader.random.uniform", lambda low, high: high)
+    assert RetryPolicy(base_delay=2.0**-30, max_delay=1e9).backoff(failures) == ceiling
+
+
+async def test_each_retry_waits_its_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    ceilings: list[float] = []
+    monkeypatch.setattr(
+        "auditor.graph.reader.random.uniform", lambda low, high: ceilings.append(high) or high / 10
+    )
+    sender = Scripted(graph_answer(502), graph_answer(502), graph_answer(502), {"value": []})
+    assert await send(make_reader(), sender) == {"value": []}
+    assert ceilings == [0.5, 1.0, 2.0], "the back-off grows with each failure of the same request"
+    gaps = [b - a for a, b in zip(sender.at, sender.at[1:], strict=False)]
+    assert [round(g, 1) for g in gaps] == [0.1, 0.1, 0.2]
+
+
+async def test_a_503_with_retry_after_waits_that_long_instead_of_a_back_off(no_back_off: None) -> None:
+    sender = Scripted(graph_answer(503, "ServiceUnavailable", retry_after="0.3"), {"value": []})
+    await send(make_reader(), sender)
+    assert sender.at[1] - sender.at[0] >= 0.28
+
+
+async def test_a_wait_past_the_tenants_time_is_not_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    sender = Scripted(graph_answer(503, "ServiceUnavailable", retry_after="5"), {"value": []})
+    began = time.monotonic()
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(RetryPolicy(budget_seconds=2.0)), sender)
+    assert time.monotonic() - began < 1.0 and len(sender.at) == 1
+    # The tenant is down for us: TIMEOUT; what kept failing is in the message and the hint.
+    assert info.value.code is ErrorCode.TIMEOUT
+    assert ": the tenant's time ran out (2 s); 1 x 503 ServiceUnavailable" in info.value.message
+    assert info.value.hint.startswith("Microsoft kept failing (503 ServiceUnavailable)")
+    # The same with the run's deadline, named by its setting.
+    with tenant_deadline(1.5, budget=30), pytest.raises(GraphError) as info:
+        await send(make_reader(), Scripted(graph_answer(503, "ServiceUnavailable", retry_after="5")))
+    assert ": the tenant's time ran out (run.tenant_timeout_seconds = 30); 1 x 503" in info.value.message
+    # Nor a back-off.
+    monkeypatch.setattr("auditor.graph.reader.random.uniform", lambda low, high: 20.0)
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(RetryPolicy(budget_seconds=10.0)), Scripted(httpx.ConnectError("refused")))
+    assert info.value.code is ErrorCode.TIMEOUT and "; 1 x could not connect" in info.value.message
+
+
+async def test_a_request_still_unanswered_at_the_deadline_is_cut_short() -> None:
+    async def never() -> bytes:
+        await asyncio.sleep(30)
+        return b"{}"
+
+    began = time.monotonic()
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(RetryPolicy(budget_seconds=0.3)), Scripted(never))
+    assert time.monotonic() - began < 2
+    assert info.value.code is ErrorCode.TIMEOUT
+    assert re.fullmatch(
+        rf"Gave up on {GRAPH}/users for tenant Contoso \(t1\) after 0\.[34] s: the tenant's time ran out "
+        r"\(0\.3 s\); no answer yet",
+        info.value.message,
+    ), info.value.message
+
+
+async def test_a_request_with_no_time_left_says_what_the_tenant_went_through(no_back_off: None) -> None:
+    reader = make_reader(RetryPolicy(budget_seconds=0.3))
+    await send(reader, Scripted(graph_answer(503, "ServiceUnavailable", request_id="r1"), {"value": []}))
+    await asyncio.sleep(0.35)
+    sender = Scripted({"value": []})
+    with pytest.raises(GraphError) as info:
+        await send(reader, sender, "/groups")
+    assert sender.at == [], "nothing is sent once the tenant's time is over"
+    error = info.value
+    assert error.code is ErrorCode.TIMEOUT and error.request_id == "r1"
+    assert error.message.endswith(
+        "the tenant's time ran out (0.3 s); it waited behind the tenant's other requests, which met "
+        "1 x 503 ServiceUnavailable"
+    )
+    assert error.message.startswith(f"Gave up on {GRAPH}/groups for tenant Contoso (t1) after ")
+    assert error.hint.startswith("Microsoft kept failing (503 ServiceUnavailable)")
+
+
+async def test_a_tenant_that_was_only_throttled_is_reported_throttled() -> None:
+    reader = make_reader(RetryPolicy(budget_seconds=0.3))
+    throttled = graph_answer(429, "TooManyRequests", retry_after="0", request_id="r2")
+    await send(reader, Scripted(throttled, throttled, {"value": []}))
+    await asyncio.sleep(0.35)
+    with pytest.raises(GraphError) as info:
+        await send(reader, Scripted({"value": []}))
+    assert info.value.code is ErrorCode.THROTTLED and info.value.request_id == "r2"
+    assert info.value.message.endswith("which met 2 x 429 with Retry-After (waited out)")
+    assert info.value.hint.startswith("Microsoft Graph kept throttling this tenant")
