@@ -29,6 +29,9 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from auditor.deadline import tenant_deadline
 from auditor.errors import DEFAULT_HINTS, ErrorCode, GraphError
 from auditor.graph.client import odata_error
+from auditor.simulator import FaultRule, GraphSimulator
+from auditor.simulator.graph import GraphService
+from tests.conftest import DEMO_TENANTS, graph_session
 from auditor.graph.reader import (
     BATCH_LIMIT,
     MAILBOX_BATCHES_IN_FLIGHT,
@@ -552,3 +555,109 @@ async def test_a_tenant_that_was_only_throttled_is_reported_throttled() -> None:
     assert info.value.code is ErrorCode.THROTTLED and info.value.request_id == "r2"
     assert info.value.message.endswith("which met 2 x 429 with Retry-After (waited out)")
     assert info.value.hint.startswith("Microsoft Graph kept throttling this tenant")
+
+
+# --- a users delta round, over the SDK against the simulator -------------------------------------------
+
+DELTA_SELECT = ["id", "displayName", "mail"]
+
+
+async def test_a_users_delta_round_follows_every_page_to_the_delta_link(
+    sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(GraphService, "DELTA_PAGE", 2)
+    tenant = sim.world.tenant(DEMO_TENANTS["contoso"])
+    assert tenant is not None and len(tenant.users) > 4
+    async with graph_session(sim, "contoso") as session:
+        reader = GraphReader(session, "Contoso")
+        first = await reader.users_delta(DELTA_SELECT)
+        assert sorted(u["id"] for u in first.items) == sorted(u.id for u in tenant.users)
+        assert all(set(item) == set(DELTA_SELECT) for item in first.items), "only what was selected"
+        assert sim.count(route="users.delta") == -(-len(tenant.users) // 2), "one request per page"
+        assert first.delta_link.startswith(reader.session.base_url + "/users/delta?$deltatoken=")
+        again = await reader.users_delta(DELTA_SELECT, first.delta_link)
+        assert again.items == [] and again.delta_link.startswith(reader.session.base_url + "/users/delta?")
+
+
+async def test_a_users_delta_refused_names_its_permission(sim: GraphSimulator) -> None:
+    sim.add_fault_rule(FaultRule(route="users.delta", status=403, code="Authorization_RequestDenied"))
+    async with graph_session(sim, "contoso") as session:
+        with pytest.raises(GraphError) as info:
+            await GraphReader(session, "Contoso").users_delta(DELTA_SELECT)
+    assert info.value.code is ErrorCode.PERMISSION_DENIED
+    assert info.value.message.endswith("(tenant Contoso; needs User.Read.All)")
+
+
+DELTA_HINT = (
+    "Delta links always point back at Graph: check graph_endpoint and any proxy; the next night reads the "
+    "census in full."
+)
+
+
+async def test_a_users_delta_link_to_another_host_is_not_followed(
+    sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(GraphService, "DELTA_PAGE", 2)
+    async with graph_session(sim, "contoso") as session:
+        reader = GraphReader(session, "Contoso")
+        with pytest.raises(GraphError) as stored:
+            await reader.users_delta(DELTA_SELECT, "https://evil.example/v1.0/users/delta?$deltatoken=abc")
+        sim.next_link_origin = "https://evil.example:8443"
+        try:
+            with pytest.raises(GraphError) as paged:
+                await reader.users_delta(DELTA_SELECT)
+        finally:
+            sim.next_link_origin = None
+    assert sim.count(route="users.delta") == 1, "the first page only; no link to another host is followed"
+    for error, what, origin in [
+        (stored.value, "its stored delta link (@odata.deltaLink)", "https://evil.example:443"),
+        (paged.value, "its next page (@odata.nextLink)", "https://evil.example:8443"),
+    ]:
+        assert error.code is ErrorCode.GRAPH_ERROR
+        assert error.message == (
+            f"Graph's users delta for tenant Contoso points {what} at another host, {origin}; not followed, "
+            "so the access token stays with Graph"
+        )
+        assert error.hint == DELTA_HINT
+
+
+class ScriptedDeltaReader(GraphReader):
+    """Graph's answers to a users delta round, from a list (one per page); everything else is the reader."""
+
+    def __init__(self, *pages: dict[str, Any]) -> None:
+        session: Any = SimpleNamespace(client=None, settings=SimpleNamespace(client_id="app"), base_url=GRAPH)
+        super().__init__(session, "Contoso (t1)")
+        self.pages = list(pages)
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, build: Any, permission: str, *, via: Any = None) -> dict[str, Any]:
+        self.sent.append((str(build().url), permission))
+        return self.pages.pop(0)
+
+
+async def test_a_users_delta_page_with_neither_link_is_an_error_not_a_short_list() -> None:
+    reader = ScriptedDeltaReader(
+        {"value": [{"id": "u1"}], "@odata.nextLink": f"{GRAPH}/users/delta?$skiptoken=2"},
+        {"value": [{"id": "u2"}]},
+    )
+    with pytest.raises(GraphError) as info:
+        await reader.users_delta(["id"])
+    assert info.value.code is ErrorCode.GRAPH_ERROR
+    assert info.value.message == (
+        "Graph's answer to a users delta query for tenant Contoso (t1) carried neither @odata.nextLink nor "
+        "@odata.deltaLink"
+    )
+    assert reader.sent == [
+        (f"{GRAPH}/users/delta?$select=id", "User.Read.All"),
+        (f"{GRAPH}/users/delta?$skiptoken=2", "User.Read.All"),
+    ]
+
+
+async def test_a_users_delta_page_without_users_still_leads_on() -> None:
+    reader = ScriptedDeltaReader(
+        {"@odata.nextLink": f"{GRAPH}/users/delta?$skiptoken=2"},
+        {"value": [{"id": "u2"}], "@odata.deltaLink": f"{GRAPH}/users/delta?$deltatoken=9"},
+    )
+    delta = await reader.users_delta(["id", "mail"], latest=True)
+    assert delta.items == [{"id": "u2"}] and delta.delta_link == f"{GRAPH}/users/delta?$deltatoken=9"
+    assert reader.sent[0][0] == f"{GRAPH}/users/delta?$select=id,mail&$deltatoken=latest"
