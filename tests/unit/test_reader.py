@@ -29,9 +29,6 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from auditor.deadline import tenant_deadline
 from auditor.errors import DEFAULT_HINTS, ErrorCode, GraphError
 from auditor.graph.client import odata_error
-from auditor.simulator import FaultRule, GraphSimulator
-from auditor.simulator.graph import GraphService
-from tests.conftest import DEMO_TENANTS, graph_session
 from auditor.graph.reader import (
     BATCH_LIMIT,
     MAILBOX_BATCHES_IN_FLIGHT,
@@ -39,8 +36,12 @@ from auditor.graph.reader import (
     MailboxAnswer,
     RetryPolicy,
     _network_error,
+    classify_mailbox_item,
     translate_auth_error,
 )
+from auditor.simulator import FaultRule, GraphSimulator
+from auditor.simulator.graph import GraphService
+from tests.conftest import DEMO_TENANTS, graph_session
 
 Answer = Callable[[str, int], dict[str, Any] | None]  # (user id, times asked) -> batch item (None: left out)
 
@@ -275,7 +276,9 @@ class Scripted:
         return None if step is None else json.dumps(step).encode()
 
 
-def graph_answer(status: int, code: str = "", retry_after: str | None = None, request_id: str = "") -> ODataError:
+def graph_answer(
+    status: int, code: str = "", retry_after: str | None = None, request_id: str = ""
+) -> ODataError:
     """The ODataError the SDK's adapter raises for an error answer."""
     body: dict[str, Any] = {"error": {"code": code, "message": f"{code} says no"}}
     if request_id:
@@ -286,7 +289,9 @@ def graph_answer(status: int, code: str = "", retry_after: str | None = None, re
 
 def sign_in_failure(status: int) -> ClientAuthenticationError:
     """What azure-identity raises when the sign-in endpoint answered `status`."""
-    return ClientAuthenticationError(message=f"token request failed with {status}", response=token_answer(status))
+    return ClientAuthenticationError(
+        message=f"token request failed with {status}", response=token_answer(status)
+    )
 
 
 def token_answer(status: int) -> Any:
@@ -344,6 +349,14 @@ async def test_a_refusal_is_not_retried_and_names_what_graph_said(
         assert error.hint == DEFAULT_HINTS[ErrorCode.GRAPH_ERROR]
 
 
+async def test_a_refusal_without_a_message_or_request_id_names_the_status() -> None:
+    refusal = odata_error(400, {}, b'{"error": {"code": "BadRequest"}}')
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(), Scripted(refusal))
+    assert info.value.message == "Graph answered 400 BadRequest: ODataError (status 400)"
+    assert info.value.request_id is None and info.value.status == 400
+
+
 async def test_a_throttled_answer_without_retry_after_left_to_the_translation_is_throttled() -> None:
     # The reader's own translation, for a 429 that reaches it as a refusal (e.g. through the writer path).
     error = make_reader()._translate_odata(graph_answer(429, "TooManyRequests", request_id="r9"), PERMISSION)
@@ -362,22 +375,92 @@ async def test_a_429_with_retry_after_is_pacing_and_uses_up_no_patience() -> Non
 @pytest.mark.parametrize(
     ("failure", "error_code", "why", "hint"),
     [
-        (graph_answer(503, "ServiceUnavailable"), ErrorCode.GRAPH_ERROR, "503 ServiceUnavailable", "Microsoft kept failing (503 ServiceUnavailable): check the Microsoft 365 service health page"),
+        (
+            graph_answer(503, "ServiceUnavailable"),
+            ErrorCode.GRAPH_ERROR,
+            "503 ServiceUnavailable",
+            "Microsoft kept failing (503 ServiceUnavailable): check the Microsoft 365 service health page",
+        ),
         (graph_answer(500, ""), ErrorCode.GRAPH_ERROR, "500", "Microsoft kept failing (500): "),
-        (graph_answer(429, "TooManyRequests"), ErrorCode.THROTTLED, "429 TooManyRequests", "Microsoft Graph kept throttling this tenant: re-run later, lower run.concurrency (--concurrency), or raise run.tenant_timeout_seconds."),
-        (httpx.ReadTimeout("slow"), ErrorCode.TIMEOUT, "no answer within 5 s", "Microsoft Graph did not answer in time: check the network path to Graph and the Microsoft 365 service health page, then re-run; if the tenant is just slow or large, raise run.tenant_timeout_seconds (and run.request_timeout_seconds)."),
+        (
+            graph_answer(429, "TooManyRequests"),
+            ErrorCode.THROTTLED,
+            "429 TooManyRequests",
+            "Microsoft Graph kept throttling this tenant: re-run later, lower run.concurrency (--concurrency), or raise run.tenant_timeout_seconds.",
+        ),
+        (
+            httpx.ReadTimeout("slow"),
+            ErrorCode.TIMEOUT,
+            "no answer within 5 s",
+            "Microsoft Graph did not answer in time: check the network path to Graph and the Microsoft 365 service health page, then re-run; if the tenant is just slow or large, raise run.tenant_timeout_seconds (and run.request_timeout_seconds).",
+        ),
         (TimeoutError(), ErrorCode.TIMEOUT, "no answer within 5 s", "Microsoft Graph did not answer in time"),
-        (httpx.RemoteProtocolError("closed"), ErrorCode.NETWORK_ERROR, "connection dropped", "Connections to Microsoft Graph or the sign-in endpoint kept failing: check network access, proxy and firewall to both endpoints, then re-run."),
-        (httpx.ReadError("reset"), ErrorCode.NETWORK_ERROR, "connection dropped", "Connections to Microsoft Graph"),
-        (ConnectionResetError(), ErrorCode.NETWORK_ERROR, "connection dropped", "Connections to Microsoft Graph"),
-        (httpx.WriteError("broken pipe"), ErrorCode.NETWORK_ERROR, "connection failed (WriteError)", "Connections to Microsoft Graph"),
-        (httpx.ConnectError("refused"), ErrorCode.NETWORK_ERROR, "could not connect", "Connections to Microsoft Graph"),
-        (ServiceRequestError("no route"), ErrorCode.NETWORK_ERROR, "could not connect", "Connections to Microsoft Graph"),
-        (ServiceResponseError("dropped"), ErrorCode.NETWORK_ERROR, "connection failed (ServiceResponseError)", "Connections to Microsoft Graph"),
-        (ServiceResponseTimeoutError("slow"), ErrorCode.TIMEOUT, "no answer within 5 s", "Microsoft Graph did not answer in time"),
-        (ServiceRequestTimeoutError("slow"), ErrorCode.TIMEOUT, "no answer within 5 s", "Microsoft Graph did not answer in time"),
-        (sign_in_failure(503), ErrorCode.GRAPH_ERROR, "sign-in endpoint answered 503", "Microsoft kept failing (sign-in endpoint answered 503)"),
-        (sign_in_failure(429), ErrorCode.THROTTLED, "sign-in endpoint answered 429", "Microsoft Graph kept throttling"),
+        (
+            httpx.RemoteProtocolError("closed"),
+            ErrorCode.NETWORK_ERROR,
+            "connection dropped",
+            "Connections to Microsoft Graph or the sign-in endpoint kept failing: check network access, proxy and firewall to both endpoints, then re-run.",
+        ),
+        (
+            httpx.ReadError("reset"),
+            ErrorCode.NETWORK_ERROR,
+            "connection dropped",
+            "Connections to Microsoft Graph",
+        ),
+        (
+            ConnectionResetError(),
+            ErrorCode.NETWORK_ERROR,
+            "connection dropped",
+            "Connections to Microsoft Graph",
+        ),
+        (
+            httpx.WriteError("broken pipe"),
+            ErrorCode.NETWORK_ERROR,
+            "connection failed (WriteError)",
+            "Connections to Microsoft Graph",
+        ),
+        (
+            httpx.ConnectError("refused"),
+            ErrorCode.NETWORK_ERROR,
+            "could not connect",
+            "Connections to Microsoft Graph",
+        ),
+        (
+            ServiceRequestError("no route"),
+            ErrorCode.NETWORK_ERROR,
+            "could not connect",
+            "Connections to Microsoft Graph",
+        ),
+        (
+            ServiceResponseError("dropped"),
+            ErrorCode.NETWORK_ERROR,
+            "connection failed (ServiceResponseError)",
+            "Connections to Microsoft Graph",
+        ),
+        (
+            ServiceResponseTimeoutError("slow"),
+            ErrorCode.TIMEOUT,
+            "no answer within 5 s",
+            "Microsoft Graph did not answer in time",
+        ),
+        (
+            ServiceRequestTimeoutError("slow"),
+            ErrorCode.TIMEOUT,
+            "no answer within 5 s",
+            "Microsoft Graph did not answer in time",
+        ),
+        (
+            sign_in_failure(503),
+            ErrorCode.GRAPH_ERROR,
+            "sign-in endpoint answered 503",
+            "Microsoft kept failing (sign-in endpoint answered 503)",
+        ),
+        (
+            sign_in_failure(429),
+            ErrorCode.THROTTLED,
+            "sign-in endpoint answered 429",
+            "Microsoft Graph kept throttling",
+        ),
     ],
 )
 async def test_a_failure_that_persists_is_retried_for_the_patience_then_named(
@@ -445,7 +528,10 @@ async def test_a_refused_sign_in_is_auth_failed_at_once(status: int | None) -> N
         await send(make_reader(), sender)
     assert len(sender.at) == 1
     assert info.value.code is ErrorCode.AUTH_FAILED
-    assert info.value.message == "Sign-in to tenant Contoso (t1) failed: AADSTS7000215: Invalid client secret provided."
+    assert (
+        info.value.message
+        == "Sign-in to tenant Contoso (t1) failed: AADSTS7000215: Invalid client secret provided."
+    )
     assert "create a new client secret for app app" in info.value.hint
 
 
@@ -457,7 +543,12 @@ def test_the_back_off_ceiling_doubles_per_failure_up_to_max_delay(
     monkeypatch: pytest.MonkeyPatch, failures: int, ceiling: float
 ) -> None:
     drawn: list[tuple[float, float]] = []
-    monkeypatch.setattr("auditor.graph.reader.random.uniform", lambda low, high: drawn.append((low, high)) or high)
+
+    def uniform(low: float, high: float) -> float:
+        drawn.append((low, high))
+        return high
+
+    monkeypatch.setattr("auditor.graph.reader.random.uniform", uniform)
     assert RetryPolicy().backoff(failures) == ceiling
     assert drawn == [(0, ceiling)], "full jitter: drawn from 0 up to the ceiling"
 
@@ -473,9 +564,12 @@ def test_the_back_off_exponent_stops_at_30(
 
 async def test_each_retry_waits_its_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
     ceilings: list[float] = []
-    monkeypatch.setattr(
-        "auditor.graph.reader.random.uniform", lambda low, high: ceilings.append(high) or high / 10
-    )
+
+    def uniform(low: float, high: float) -> float:
+        ceilings.append(high)
+        return high / 10
+
+    monkeypatch.setattr("auditor.graph.reader.random.uniform", uniform)
     sender = Scripted(graph_answer(502), graph_answer(502), graph_answer(502), {"value": []})
     assert await send(make_reader(), sender) == {"value": []}
     assert ceilings == [0.5, 1.0, 2.0], "the back-off grows with each failure of the same request"
@@ -661,3 +755,71 @@ async def test_a_users_delta_page_without_users_still_leads_on() -> None:
     delta = await reader.users_delta(["id", "mail"], latest=True)
     assert delta.items == [{"id": "u2"}] and delta.delta_link == f"{GRAPH}/users/delta?$deltatoken=9"
     assert reader.sent[0][0] == f"{GRAPH}/users/delta?$select=id,mail&$deltatoken=latest"
+
+
+# --- one mailbox's answer ----------------------------------------------------------------------------------
+
+PREVIEW = "REST APIs for this mailbox are currently in preview. You can find more information here."
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "answer"),
+    [
+        (200, {"value": "shared"}, MailboxAnswer("shared")),
+        (200, {"value": ""}, MailboxAnswer("unknown")),
+        (200, {}, MailboxAnswer("unknown")),
+        (200, {"userPurpose": "room"}, MailboxAnswer("room")),  # the whole mailboxSettings object
+        (200, {"userPurpose": {"value": "equipment"}}, MailboxAnswer("equipment")),
+        (200, {"value": {"value": "linked"}}, MailboxAnswer("linked")),
+        (200, {"value": "user", "userPurpose": "shared"}, MailboxAnswer("user")),
+        (
+            404,
+            {"error": {"code": "MailboxNotEnabledForRESTAPI"}},
+            MailboxAnswer(
+                None, no_mailbox=True, status=404, code="MailboxNotEnabledForRESTAPI", hybrid_kind=True
+            ),
+        ),
+        (
+            404,
+            {"error": {"code": "mailboxnothostedinexchangeonline"}},
+            MailboxAnswer(
+                None, no_mailbox=True, status=404, code="mailboxnothostedinexchangeonline", hybrid_kind=True
+            ),
+        ),
+        (
+            404,
+            {"error": {"code": "ErrorInvalidUser"}},
+            MailboxAnswer(None, no_mailbox=True, status=404, code="ErrorInvalidUser"),
+        ),
+        (404, {}, MailboxAnswer(None, no_mailbox=True, status=404)),
+        (
+            403,
+            {"error": {"code": "ErrorAccessDenied", "message": PREVIEW}},
+            MailboxAnswer(
+                None, failure="403 ErrorAccessDenied", status=403, code="ErrorAccessDenied", hybrid_kind=True
+            ),
+        ),
+        (
+            403,
+            {"error": {"code": "ErrorAccessDenied", "message": "Access is denied."}},
+            MailboxAnswer(None, failure="403 ErrorAccessDenied", status=403, code="ErrorAccessDenied"),
+        ),
+        (
+            400,
+            {"error": {"code": "ErrorAccessDenied", "message": PREVIEW}},
+            MailboxAnswer(None, failure="400 ErrorAccessDenied", status=400, code="ErrorAccessDenied"),
+        ),
+        (400, {"error": "not an object"}, MailboxAnswer(None, failure="400", status=400)),
+        (400, {"error": {"code": ""}}, MailboxAnswer(None, failure="400", status=400)),
+        (429, {"error": {"code": "TooManyRequests"}}, None),
+        (500, {}, None),
+        (502, {}, None),
+        (503, {}, None),
+        (504, {}, None),
+        (501, {}, MailboxAnswer(None, failure="501", status=501)),
+    ],
+)
+def test_a_mailbox_answer_is_classified_by_status_code_and_message(
+    status: int, body: dict[str, Any], answer: MailboxAnswer | None
+) -> None:
+    assert classify_mailbox_item(status, body) == answer
