@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from auditor.deadline import tenant_deadline
 from auditor.errors import DEFAULT_HINTS, ErrorCode, GraphError
-from auditor.graph.client import odata_error
+from auditor.graph.client import odata_error, open_session
 from auditor.graph.reader import (
     BATCH_LIMIT,
     MAILBOX_BATCHES_IN_FLIGHT,
@@ -41,7 +42,7 @@ from auditor.graph.reader import (
 )
 from auditor.simulator import FaultRule, GraphSimulator
 from auditor.simulator.graph import GraphService
-from tests.conftest import DEMO_TENANTS, graph_session
+from tests.conftest import DEMO_TENANTS, graph_session, settings_for
 
 Answer = Callable[[str, int], dict[str, Any] | None]  # (user id, times asked) -> batch item (None: left out)
 
@@ -483,19 +484,25 @@ async def test_a_failure_that_persists_is_retried_for_the_patience_then_named(
 
 
 async def test_an_unreachable_endpoint_is_given_up_on_sooner_than_a_failing_one(no_back_off: None) -> None:
-    policy = RetryPolicy(patience_seconds=30.0, connect_patience_seconds=0.1)
+    policy = RetryPolicy(patience_seconds=2.0, connect_patience_seconds=0.1)
     began = time.monotonic()
     with pytest.raises(GraphError) as info:
         await send(make_reader(policy), Scripted(httpx.ConnectError("refused")))
-    assert time.monotonic() - began < 5, "connect patience, not the full patience"
-    assert info.value.code is ErrorCode.NETWORK_ERROR and "it kept failing for 30 s" in info.value.message
+    assert time.monotonic() - began < 1.5, "connect patience, not the full patience"
+    assert info.value.code is ErrorCode.NETWORK_ERROR and "it kept failing for 2 s" in info.value.message
+    # Any other failure gets the full patience.
+    policy = RetryPolicy(patience_seconds=0.3, connect_patience_seconds=0.0)
+    sender = Scripted(httpx.RemoteProtocolError("closed"))
+    began = time.monotonic()
+    with pytest.raises(GraphError):
+        await send(make_reader(policy), sender)
+    assert time.monotonic() - began >= 0.3 and len(sender.at) > 2
     # Once the endpoint has answered, it is reachable: a failed connection then gets the full patience.
-    policy = RetryPolicy(patience_seconds=0.4, connect_patience_seconds=0.0)
     sender = Scripted(graph_answer(503, "ServiceUnavailable"), httpx.ConnectError("refused"))
     began = time.monotonic()
     with pytest.raises(GraphError) as info:
         await send(make_reader(policy), sender)
-    assert time.monotonic() - began >= 0.4 and len(sender.at) > 2
+    assert time.monotonic() - began >= 0.3 and len(sender.at) > 2
     assert "1 x 503 ServiceUnavailable" in info.value.message and " x could not connect" in info.value.message
 
 
@@ -823,3 +830,109 @@ def test_a_mailbox_answer_is_classified_by_status_code_and_message(
     status: int, body: dict[str, Any], answer: MailboxAnswer | None
 ) -> None:
     assert classify_mailbox_item(status, body) == answer
+
+
+def test_the_default_patience_is_what_the_readme_promises() -> None:
+    # README "Throttling and failures": two minutes per request, 20 s when the endpoint cannot be reached,
+    # and a tenant's time of 600 s (run.tenant_timeout_seconds' default) when no run deadline is set.
+    policy = RetryPolicy()
+    assert (policy.patience_seconds, policy.connect_patience_seconds, policy.budget_seconds) == (120, 20, 600)
+
+
+# --- each read over the SDK: what it asks, and the permission a refusal names ------------------------------
+
+PIM = "; Directory.Read.All does not cover PIM)"
+Read = Callable[[GraphReader, dict[str, Any]], Any]  # (reader, the vendor's service principal) -> a read
+READS: list[tuple[str, str, Read]] = [
+    ("organization.list", "Organization.Read.All", lambda r, sp: r.organization()),
+    (
+        "servicePrincipals.list",
+        "Application.Read.All",
+        lambda r, sp: r.service_principals(f"appId eq '{sp['appId']}'", ["id", "appId"]),
+    ),
+    (
+        "servicePrincipals.getByAppId",
+        "Application.Read.All",
+        lambda r, sp: r.service_principal_by_app_id(sp["appId"], ["id", "displayName"]),
+    ),
+    (
+        "roleAssignments.list",
+        "RoleManagement.Read.Directory",
+        lambda r, sp: r.role_assignments(f"principalId eq '{sp['id']}'"),
+    ),
+    (
+        "roleAssignmentScheduleInstances.list",
+        "RoleManagement.Read.Directory (or RoleAssignmentSchedule.Read.Directory" + PIM,
+        lambda r, sp: r.role_assignment_instances(f"principalId eq '{sp['id']}'"),
+    ),
+    (
+        "roleEligibilityScheduleInstances.list",
+        "RoleManagement.Read.Directory (or RoleEligibilitySchedule.Read.Directory" + PIM,
+        lambda r, sp: r.role_eligibility_instances(f"principalId eq '{sp['id']}'"),
+    ),
+    (
+        "servicePrincipals.transitiveMemberOf",
+        "Application.Read.All",
+        lambda r, sp: r.transitive_member_of(sp["id"]),
+    ),
+    (
+        "servicePrincipals.appRoleAssignments",
+        "Application.Read.All",
+        lambda r, sp: r.app_role_assignments(sp["id"]),
+    ),
+    ("users.list", "User.Read.All", lambda r, sp: r.users(["id"])),
+]
+
+
+def vendor_sp(sim: GraphSimulator) -> dict[str, Any]:
+    tenant = sim.world.tenant(DEMO_TENANTS["contoso"])
+    assert tenant is not None
+    return dict(tenant.service_principals[0])
+
+
+@pytest.mark.parametrize(("route", "permission", "read"), READS, ids=[r[0] for r in READS])
+async def test_a_refused_read_names_the_permission_it_needs(
+    sim: GraphSimulator, route: str, permission: str, read: Read
+) -> None:
+    sim.add_fault_rule(FaultRule(route=route, status=403, code="Authorization_RequestDenied"))
+    async with graph_session(sim, "contoso") as session:
+        with pytest.raises(GraphError) as info:
+            await read(GraphReader(session, "Contoso"), vendor_sp(sim))
+    assert info.value.code is ErrorCode.PERMISSION_DENIED
+    assert info.value.message.endswith(f"(tenant Contoso; needs {permission})"), info.value.message
+    assert sim.count(route=route) == 1
+
+
+async def test_each_read_asks_graph_for_what_it_needs_and_returns_what_it_holds(sim: GraphSimulator) -> None:
+    sent: list[httpx.Request] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        sent.append(request)
+
+    sp = vendor_sp(sim)
+    tenant = sim.world.tenant(DEMO_TENANTS["contoso"])
+    assert tenant is not None
+    answers = []
+    async with open_session(settings_for(sim, "contoso"), event_hooks={"request": [on_request]}) as session:
+        reader = GraphReader(session, "Contoso")
+        for _, _, read in READS:
+            answers.append(await read(reader, sp))
+    by_sp = f"principalId eq '{sp['id']}'"
+    assert [unquote(str(r.url)).removeprefix(sim.graph_url) for r in sent] == [
+        "/v1.0/organization?$select=id,displayName",
+        f"/v1.0/servicePrincipals?$filter=appId eq '{sp['appId']}'&$select=id,appId&$top=999",
+        f"/v1.0/servicePrincipals(appId='{sp['appId']}')?$select=id,displayName",
+        f"/v1.0/roleManagement/directory/roleAssignments?$filter={by_sp}",
+        f"/v1.0/roleManagement/directory/roleAssignmentScheduleInstances?$filter={by_sp}",
+        f"/v1.0/roleManagement/directory/roleEligibilityScheduleInstances?$filter={by_sp}",
+        f"/v1.0/servicePrincipals/{sp['id']}/transitiveMemberOf",
+        f"/v1.0/servicePrincipals/{sp['id']}/appRoleAssignments",
+        "/v1.0/users?$select=id&$top=999",
+    ]
+    assert all(r.headers["accept"] == "application/json" for r in sent)
+    organization, sps, by_app_id, assignments, *_, users = answers
+    assert organization["id"] == DEMO_TENANTS["contoso"] and set(organization) >= {"id", "displayName"}
+    assert sps == [{"id": sp["id"], "appId": sp["appId"]}]
+    assert by_app_id["id"] == sp["id"] and by_app_id["displayName"] == sp["displayName"]
+    assert assignments and all(a["principalId"] == sp["id"] for a in assignments)
+    assert sorted(u["id"] for u in users) == sorted(u.id for u in tenant.users)
