@@ -102,11 +102,24 @@ MODULES: dict[str, Module] = {
     ),
     "client": Module(
         "auditor/graph/client.py",
-        (FAILURE_PATHS, "tests/simulator/test_identity.py", "tests/simulator/test_batch_and_faults.py"),
+        (
+            "tests/unit/test_client.py",
+            "tests/unit/test_endpoints.py",
+            "tests/unit/test_writer.py",
+            "tests/simulator/test_identity.py",
+            "tests/simulator/test_batch_and_faults.py",
+            "tests/integration/test_lean_batch.py",
+            "tests/integration/test_tenant_and_endpoints.py",
+        ),
     ),
     "writer": Module(
         "auditor/graph/writer.py",
-        ("tests/unit/test_remediation.py", FAILURE_PATHS, "tests/integration/test_remediation.py"),
+        (
+            "tests/unit/test_writer.py",
+            "tests/unit/test_remediation.py",
+            FAILURE_PATHS,
+            "tests/integration/test_remediation.py",
+        ),
     ),
     "rows": Module(
         "auditor/reporting/rows.py", ("tests/reporting/test_rows.py", "tests/reporting/test_history_rows.py")

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.identity.aio import (
     CertificateCredential,
     ClientSecretCredential,
@@ -39,6 +40,8 @@ from auditor.graph.client import (
     tenant_mismatch,
     wrong_tenant_error,
 )
+from auditor.simulator import FaultRule, GraphSimulator
+from tests.conftest import DEMO_TENANTS, settings_for
 
 T1 = "11111111-1111-1111-1111-111111111111"
 T2 = "22222222-2222-2222-2222-222222222222"
@@ -382,3 +385,44 @@ def test_a_method_without_its_credential_material_is_refused(method: str, why: s
     with pytest.raises(ValueError) as info:
         make_credential(settings(method, client_secret=""))
     assert str(info.value) == why
+
+
+# --- the credential's own retries and trust, against the simulator's sign-in endpoint ----------------------
+
+
+async def test_a_failing_sign_in_endpoint_gets_two_quick_retries_from_the_credential(
+    sim: GraphSimulator,
+) -> None:
+    # azure-core would retry a token POST up to 10 times with 300 s time-outs; the auditor allows two retries,
+    # and its own retry policy (inside the tenant's deadline) does the rest.
+    sim.add_fault_rule(FaultRule(route="identity.token", status=503, times=50))
+    began = time.monotonic()
+    credential = make_credential(settings_for(sim, "contoso"))
+    try:
+        with pytest.raises(ClientAuthenticationError) as info:
+            await credential.get_token(sim.scope)
+    finally:
+        await credential.close()
+    assert info.value.status_code == 503
+    assert sim.count(route="identity.token") == 3, "the first try and two retries"
+    assert time.monotonic() - began < 10, "quick retries (back-off factor 0.5 s)"
+
+
+async def test_the_credential_trusts_the_configured_ca_bundle(
+    sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    credential = make_credential(settings_for(sim, "contoso"))
+    try:
+        token = await credential.get_token(sim.scope)
+    finally:
+        await credential.close()
+    assert jwt_claims(token.token)["tid"] == DEMO_TENANTS["contoso"]
+    untrusted = make_credential(settings_for(sim, "contoso", ca_bundle=None))
+    try:
+        with pytest.raises(ServiceRequestError) as info:
+            await untrusted.get_token(sim.scope)
+    finally:
+        await untrusted.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
