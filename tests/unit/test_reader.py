@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from auditor.errors import DEFAULT_HINTS, ErrorCode, GraphError
 from auditor.graph.client import odata_error, open_session
 from auditor.graph.reader import (
     BATCH_LIMIT,
+    BATCH_REFUSALS_TOLERATED,
     MAILBOX_BATCHES_IN_FLIGHT,
     GraphReader,
     MailboxAnswer,
@@ -936,3 +938,38 @@ async def test_each_read_asks_graph_for_what_it_needs_and_returns_what_it_holds(
     assert by_app_id["id"] == sp["id"] and by_app_id["displayName"] == sp["displayName"]
     assert assignments and all(a["principalId"] == sp["id"] for a in assignments)
     assert sorted(u["id"] for u in users) == sorted(u.id for u in tenant.users)
+
+
+async def test_each_wait_is_logged_with_its_reason_for_a_verbose_run(
+    no_back_off: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = Scripted(
+        graph_answer(429, "TooManyRequests", retry_after="0"), graph_answer(503, "ServiceUnavailable"), {}
+    )
+    with caplog.at_level(logging.DEBUG, logger="auditor.graph.reader"):
+        await send(make_reader(), sender)
+    assert [r.getMessage() for r in caplog.records if r.name == "auditor.graph.reader"] == [
+        f"Contoso (t1): {GRAPH}/users throttled for 0 s",
+        f"Contoso (t1): {GRAPH}/users failed (503 ServiceUnavailable), retry in 0.00 s",
+    ]
+
+
+async def test_a_mailbox_batch_refused_as_a_whole_is_logged(
+    no_back_off: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    refusal = GraphError("Graph answered 400 BadRequest: no", status=400)
+
+    class RefusedBatchReader(FakeBatchReader):
+        async def batch(self, items: list[dict[str, Any]], permission: str) -> dict[str, dict[str, Any]]:
+            self.batches.append(items)
+            raise refusal
+
+    reader = RefusedBatchReader(lambda uid, times: ok("user"))
+    with caplog.at_level(logging.DEBUG, logger="auditor.graph.reader"):
+        answers = await reader.mailbox_purposes(["u1"])
+    assert answers["u1"].failure == "400 on the $batch request as a whole, 3 times"
+    assert len(reader.batches) == BATCH_REFUSALS_TOLERATED
+    logged = [r.getMessage() for r in caplog.records if r.name == "auditor.graph.reader"]
+    assert (
+        logged == ["Contoso (t1): a mailbox $batch failed as a whole: Graph answered 400 BadRequest: no"] * 3
+    )
