@@ -95,7 +95,6 @@ MODULES: dict[str, Module] = {
         (
             "tests/unit/test_reader.py",
             "tests/unit/test_retry_policy.py",
-            FAILURE_PATHS,
             "tests/census/test_users_delta_route.py",
             "tests/integration/test_lean_batch.py",
         ),

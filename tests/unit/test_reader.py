@@ -971,3 +971,10 @@ async def test_a_mailbox_batch_refused_as_a_whole_is_logged(
     assert len(reader.batches) == BATCH_REFUSALS_TOLERATED
     logged = [r.getMessage() for r in caplog.records if r.name == "auditor.graph.reader"]
     assert logged == [f"Contoso (t1): a mailbox $batch failed as a whole: {refusal}"] * 3
+
+
+async def test_a_batch_of_more_than_twenty_is_refused_before_anything_is_sent() -> None:
+    reader = make_reader()
+    with pytest.raises(ValueError) as info:
+        await reader.batch([{"id": str(i)} for i in range(BATCH_LIMIT + 1)], "MailboxSettings.Read")
+    assert str(info.value) == "a $batch holds at most 20 requests"
