@@ -978,3 +978,87 @@ async def test_a_batch_of_more_than_twenty_is_refused_before_anything_is_sent() 
     with pytest.raises(ValueError) as info:
         await reader.batch([{"id": str(i)} for i in range(BATCH_LIMIT + 1)], "MailboxSettings.Read")
     assert str(info.value) == "a $batch holds at most 20 requests"
+
+
+# --- the mailbox census when items or whole $batches keep failing -----------------------------------------
+
+
+class FailingBatchReader(FakeBatchReader):
+    """Every $batch POST fails as a whole with `error` (as `send` raises it after its own retries)."""
+
+    def __init__(self, error: GraphError, **options: Any) -> None:
+        super().__init__(lambda uid, times: ok("user"), **options)
+        self.error = error
+
+    async def batch(self, items: list[dict[str, Any]], permission: str) -> dict[str, dict[str, Any]]:
+        self.batches.append(items)
+        await asyncio.sleep(self.delay)
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(None, ErrorCode.NETWORK_ERROR), (503, ErrorCode.GRAPH_ERROR), (429, ErrorCode.THROTTLED)],
+)
+async def test_a_batch_that_kept_failing_leaves_its_mailboxes_unclassified_at_once(
+    status: int | None, code: ErrorCode
+) -> None:
+    reader = FailingBatchReader(GraphError("gave up", code=code, status=status))
+    answers = await reader.mailbox_purposes(["u1", "u2"])
+    assert answers == {
+        uid: MailboxAnswer(None, failure=f"$batch request kept failing ({code.value})")
+        for uid in ("u1", "u2")
+    }
+    assert len(reader.batches) == 1, "send already retried it for its whole patience"
+
+
+async def test_a_batch_that_failed_as_the_tenants_time_ran_out_is_reported_as_such() -> None:
+    reader = FailingBatchReader(
+        GraphError("gave up", code=ErrorCode.TIMEOUT, status=None), policy=RetryPolicy(budget_seconds=0.2)
+    )
+    reader.delay = 0.3  # the POST comes back after the tenant's time is over
+    answers = await reader.mailbox_purposes(["u1"])
+    assert answers["u1"].failure == "not answered before the tenant's time ran out (0.2 s)"
+
+
+async def test_a_refused_sign_in_during_the_census_stops_the_tenant() -> None:
+    reader = FailingBatchReader(GraphError("Sign-in failed", code=ErrorCode.AUTH_FAILED))
+    with pytest.raises(GraphError) as info:
+        await reader.mailbox_purposes(["u1"])
+    assert info.value.code is ErrorCode.AUTH_FAILED
+
+
+@pytest.mark.parametrize(
+    ("item", "failure", "status"),
+    [
+        (error(503, "ServiceUnavailable"), "503 ServiceUnavailable", 503),
+        (error(429, "TooManyRequests"), "429 TooManyRequests", 429),  # no Retry-After: a failure
+        ({"status": 502, "body": "Bad Gateway"}, "502", 502),
+    ],
+)
+async def test_an_item_that_keeps_failing_is_given_up_on_after_its_patience(
+    no_back_off: None, item: dict[str, Any], failure: str, status: int
+) -> None:
+    answers, reader = await purposes(
+        lambda uid, times: item if uid == "bad" else ok("user"),
+        ["bad", "good"],
+        policy=RetryPolicy(patience_seconds=0.2),
+    )
+    assert answers["good"] == MailboxAnswer("user")
+    assert answers["bad"] == MailboxAnswer(None, failure=f"{failure} (kept failing for 0.2 s)", status=status)
+    assert len(reader.times_asked("bad")) > 2 and len(reader.times_asked("good")) == 1
+
+
+async def test_an_item_answered_503_with_retry_after_waits_that_long(no_back_off: None) -> None:
+    def answer(uid: str, times: int) -> dict[str, Any]:
+        return error(503, "ServiceUnavailable", {"Retry-After": "0.3"}) if times == 0 else ok("shared")
+
+    answers, reader = await purposes(answer, ["u1"])
+    assert answers == {"u1": MailboxAnswer("shared")}
+    first, second = reader.times_asked("u1")
+    assert second - first >= 0.28
+
+
+async def test_an_item_without_a_status_is_not_taken_for_an_answer() -> None:
+    answers, _ = await purposes(lambda uid, times: {"body": {"value": "shared"}}, ["u1"])
+    assert answers == {"u1": MailboxAnswer(None, failure="0", status=0)}
