@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.identity.aio import (
     CertificateCredential,
@@ -26,6 +27,9 @@ from azure.identity.aio import (
     ManagedIdentityCredential,
     WorkloadIdentityCredential,
 )
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from auditor.errors import ErrorCode, GraphError
 from auditor.graph.client import (
@@ -34,9 +38,13 @@ from auditor.graph.client import (
     TenantGuard,
     ThrottleGate,
     jwt_claims,
+    lean_sender,
     make_credential,
+    make_graph_client,
     odata_error,
+    open_session,
     retry_after_seconds,
+    send_for_bytes,
     tenant_mismatch,
     wrong_tenant_error,
 )
@@ -426,3 +434,95 @@ async def test_the_credential_trusts_the_configured_ca_bundle(
     finally:
         await untrusted.close()
     assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+
+
+# --- the Graph client a session opens ------------------------------------------------------------------------
+
+
+def get(session: GraphSession, path: str) -> Any:
+    info = RequestInformation()
+    info.http_method = Method.GET
+    info.url = session.base_url + path
+    info.headers.try_add("Accept", "application/json")
+    return send_for_bytes(session.client, info)
+
+
+async def test_the_sdk_does_not_retry_unless_told_to(sim: GraphSimulator) -> None:
+    # Retries are the reader's (one tenant-wide pause for every Retry-After; a write never repeated blindly).
+    sim.add_fault_rule(FaultRule(route="organization.list", status=503, retry_after=0))
+    async with open_session(settings_for(sim, "contoso")) as session:
+        assert session.base_url == sim.graph_url + "/v1.0"
+        with pytest.raises(ODataError) as info:
+            await get(session, "/organization")
+    assert info.value.response_status_code == 503
+    assert sim.count(route="organization.list") == 1
+    sim.add_fault_rule(FaultRule(route="organization.list", status=503, retry_after=0))
+    async with open_session(settings_for(sim, "contoso", sdk_retries=1)) as session:
+        body = json.loads(await get(session, "/organization"))
+    assert body["value"][0]["id"] == DEMO_TENANTS["contoso"]
+    assert sim.count(route="organization.list") == 3, "once more, by the SDK's own retry"
+
+
+async def test_a_slow_answer_is_given_up_on_after_the_request_timeout(sim: GraphSimulator) -> None:
+    sim.add_fault_rule(FaultRule(route="organization.list", status=504, delay_seconds=3.0))
+    async with open_session(settings_for(sim, "contoso", timeout_seconds=0.5)) as session:
+        await get(session, "/users?$top=1")  # a token and a connection first
+        began = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            await get(session, "/organization")
+    assert time.monotonic() - began < 2.0
+
+
+async def test_a_closed_session_has_closed_its_clients(sim: GraphSimulator) -> None:
+    async with open_session(settings_for(sim, "contoso")) as session:
+        lean = lean_sender(session.client)
+        assert lean is not None
+        http = session.client.request_adapter._http_client  # type: ignore[attr-defined]
+        await get(session, "/organization")
+    assert lean_sender(session.client) is None
+    assert lean.http.is_closed and http.is_closed
+
+
+async def test_graph_is_trusted_through_the_ca_bundle_only(
+    sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    async with open_session(settings_for(sim, "contoso")) as session:
+        body = json.loads(await get(session, "/organization"))
+        token = await session.credential.get_token(sim.scope)
+    assert body["value"][0]["id"] == DEMO_TENANTS["contoso"]
+    # Without the bundle Graph's certificate is refused (the token is handed over as it is, so only Graph's
+    # TLS is in question, not the sign-in's).
+    settings = settings_for(sim, "contoso", ca_bundle=None)
+    gate = ThrottleGate()
+    client = make_graph_client(StaticToken(token.token), settings, gate)  # type: ignore[arg-type]
+    info = RequestInformation()
+    info.http_method = Method.GET
+    info.url = sim.graph_url + "/v1.0/organization"
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        await send_for_bytes(client, info)
+    await client.request_adapter._http_client.aclose()  # type: ignore[attr-defined]
+
+
+class StaticToken:
+    """An already issued token, as a credential (the part of AsyncTokenCredential the SDK calls)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_credentials_pipeline_options_see_its_token_requests(sim: GraphSimulator) -> None:
+    seen: list[str] = []
+    options = {"raw_request_hook": lambda request: seen.append(request.http_request.url)}
+    credential = make_credential(settings_for(sim, "contoso"), pipeline_options=options)
+    try:
+        await credential.get_token(sim.scope)
+    finally:
+        await credential.close()
+    assert seen == [f"{sim.authority}/{DEMO_TENANTS['contoso']}/oauth2/v2.0/token"]
