@@ -557,24 +557,21 @@ class GraphReader:
         """One hand-built $batch (≤ 20 items); answers by item id. The SDK's batch helpers drop bodies."""
         if len(items) > BATCH_LIMIT:
             raise ValueError(f"a $batch holds at most {BATCH_LIMIT} requests")
+        # The bulk path: the SDK's auth and our hooks, without kiota's middleware (client.LeanSender). Every
+        # client a session opens has one; a closed session has none.
+        lean = lean_sender(self.client)
+        if lean is None:
+            raise RuntimeError("this Graph session is closed: it has no $batch sender")
         payload = json.dumps({"requests": items}).encode()
-        url = self.session.base_url.rstrip("/") + "/$batch"
+        url = self.session.base_url + "/$batch"
 
-        def build() -> RequestInformation:
+        def build() -> RequestInformation:  # the request as `send` names it; the lean sender sends it
             info = RequestInformation()
-            info.http_method = Method.POST
             info.url = url
-            info.headers.try_add("Content-Type", "application/json")
-            info.headers.try_add("Accept", "application/json")
-            info.content = payload
             return info
 
-        lean = lean_sender(self.client)
-        via = None
-        if lean is not None:  # the bulk path: the SDK's auth and our hooks, without kiota's middleware
-
-            async def via(info: RequestInformation) -> bytes | None:
-                return await lean.post_json(url, payload)
+        async def via(info: RequestInformation) -> bytes | None:
+            return await lean.post_json(url, payload)
 
         body = await self.send(build, permission, via=via)
         return {str(item["id"]): item for item in body.get("responses", [])}

@@ -26,7 +26,10 @@ from azure.core.exceptions import (
     ServiceResponseError,
     ServiceResponseTimeoutError,
 )
+from kiota_abstractions.authentication import AnonymousAuthenticationProvider
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
 
 from auditor.deadline import tenant_deadline
 from auditor.errors import DEFAULT_HINTS, ErrorCode, GraphError
@@ -346,7 +349,10 @@ async def test_a_refusal_is_not_retried_and_names_what_graph_said(
     if error_code is ErrorCode.PERMISSION_DENIED:
         assert error.message == f"{what} (tenant Contoso (t1); needs User.Read.All)"
         assert error.hint.startswith("Grant the Microsoft Graph application permission User.Read.All to ")
-        assert "the auditor app (client id app)" in error.hint
+        assert error.hint.endswith(
+            " to the auditor app (client id app) and have an administrator of tenant Contoso (t1) grant admin "
+            "consent, then re-run."
+        )
     else:
         assert error.message == what
         assert error.hint == DEFAULT_HINTS[ErrorCode.GRAPH_ERROR]
@@ -1062,3 +1068,25 @@ async def test_an_item_answered_503_with_retry_after_waits_that_long(no_back_off
 async def test_an_item_without_a_status_is_not_taken_for_an_answer() -> None:
     answers, _ = await purposes(lambda uid, times: {"body": {"value": "shared"}}, ["u1"])
     assert answers == {"u1": MailboxAnswer(None, failure="0", status=0)}
+
+
+async def test_a_batch_on_a_closed_session_is_refused(sim: GraphSimulator) -> None:
+    async with graph_session(sim, "contoso") as session:
+        reader = GraphReader(session, "Contoso")
+    with pytest.raises(RuntimeError, match=r"^this Graph session is closed: it has no \$batch sender$"):
+        await reader.batch([{"id": "0", "method": "GET", "url": "/organization"}], "MailboxSettings.Read")
+    assert sim.count(route="batch") == 0
+
+
+async def test_an_organization_graph_does_not_list_is_none() -> None:
+    async def organization(answer: dict[str, Any]) -> dict[str, Any] | None:
+        reader = ScriptedDeltaReader(answer)
+        # The SDK's request builders, with nothing to send through: the answer is scripted.
+        reader.client = GraphServiceClient(
+            request_adapter=GraphRequestAdapter(AnonymousAuthenticationProvider())
+        )
+        return await reader.organization()
+
+    assert await organization({"value": []}) is None
+    assert await organization({}) is None
+    assert await organization({"value": [{"id": "t1"}, {"id": "t2"}]}) == {"id": "t1"}
