@@ -55,7 +55,8 @@ Answer = Callable[[str, int], dict[str, Any] | None]  # (user id, times asked) -
 class FakeBatchReader(GraphReader):
     def __init__(self, answer: Answer, *, delay: float = 0.0, policy: RetryPolicy | None = None) -> None:
         session: Any = SimpleNamespace(client=None, settings=SimpleNamespace(client_id="app"))
-        super().__init__(session, "Contoso (t1)", policy=policy)
+        # A tenant's time of 20 s (not 600): should an item never be answered, the test fails soon.
+        super().__init__(session, "Contoso (t1)", policy=policy or RetryPolicy(budget_seconds=20.0))
         self.answer = answer
         self.delay = delay
         self.asked: list[tuple[float, str]] = []
@@ -262,6 +263,8 @@ def test_a_sign_in_failure_is_read_from_the_sdk_errors_message() -> None:
 # pin the timing and the wording that a log or a report reader sees.
 
 GRAPH = "https://graph.example/v1.0"
+# The default policy's times, shortened: a request that is wrongly retried fails its test in seconds.
+QUICK = RetryPolicy(budget_seconds=15.0, patience_seconds=5.0)
 PERMISSION = "User.Read.All"
 
 
@@ -308,7 +311,7 @@ def token_answer(status: int) -> Any:
 def make_reader(policy: RetryPolicy | None = None, *, timeout: float = 5.0) -> GraphReader:
     settings = SimpleNamespace(client_id="app", tenant_id="t1", timeout_seconds=timeout)
     session: Any = SimpleNamespace(client=None, settings=settings, base_url=GRAPH)
-    return GraphReader(session, "Contoso (t1)", policy=policy)
+    return GraphReader(session, "Contoso (t1)", policy=policy or QUICK)
 
 
 async def send(reader: GraphReader, sender: Scripted, path: str = "/users?$select=id") -> dict[str, Any]:
@@ -678,7 +681,7 @@ async def test_a_users_delta_round_follows_every_page_to_the_delta_link(
     tenant = sim.world.tenant(DEMO_TENANTS["contoso"])
     assert tenant is not None and len(tenant.users) > 4
     async with graph_session(sim, "contoso") as session:
-        reader = GraphReader(session, "Contoso")
+        reader = GraphReader(session, "Contoso", policy=QUICK)
         first = await reader.users_delta(DELTA_SELECT)
         assert sorted(u["id"] for u in first.items) == sorted(u.id for u in tenant.users)
         assert all(set(item) == set(DELTA_SELECT) for item in first.items), "only what was selected"
@@ -692,7 +695,7 @@ async def test_a_users_delta_refused_names_its_permission(sim: GraphSimulator) -
     sim.add_fault_rule(FaultRule(route="users.delta", status=403, code="Authorization_RequestDenied"))
     async with graph_session(sim, "contoso") as session:
         with pytest.raises(GraphError) as info:
-            await GraphReader(session, "Contoso").users_delta(DELTA_SELECT)
+            await GraphReader(session, "Contoso", policy=QUICK).users_delta(DELTA_SELECT)
     assert info.value.code is ErrorCode.PERMISSION_DENIED
     assert info.value.message.endswith("(tenant Contoso; needs User.Read.All)")
 
@@ -708,7 +711,7 @@ async def test_a_users_delta_link_to_another_host_is_not_followed(
 ) -> None:
     monkeypatch.setattr(GraphService, "DELTA_PAGE", 2)
     async with graph_session(sim, "contoso") as session:
-        reader = GraphReader(session, "Contoso")
+        reader = GraphReader(session, "Contoso", policy=QUICK)
         with pytest.raises(GraphError) as stored:
             await reader.users_delta(DELTA_SELECT, "https://evil.example/v1.0/users/delta?$deltatoken=abc")
         sim.next_link_origin = "https://evil.example:8443"
@@ -905,7 +908,7 @@ async def test_a_refused_read_names_the_permission_it_needs(
     sim.add_fault_rule(FaultRule(route=route, status=403, code="Authorization_RequestDenied"))
     async with graph_session(sim, "contoso") as session:
         with pytest.raises(GraphError) as info:
-            await read(GraphReader(session, "Contoso"), vendor_sp(sim))
+            await read(GraphReader(session, "Contoso", policy=QUICK), vendor_sp(sim))
     assert info.value.code is ErrorCode.PERMISSION_DENIED
     assert info.value.message.endswith(f"(tenant Contoso; needs {permission})"), info.value.message
     assert sim.count(route=route) == 1
@@ -922,7 +925,7 @@ async def test_each_read_asks_graph_for_what_it_needs_and_returns_what_it_holds(
     assert tenant is not None
     answers = []
     async with open_session(settings_for(sim, "contoso"), event_hooks={"request": [on_request]}) as session:
-        reader = GraphReader(session, "Contoso")
+        reader = GraphReader(session, "Contoso", policy=QUICK)
         for _, _, read in READS:
             answers.append(await read(reader, sp))
     by_sp = f"principalId eq '{sp['id']}'"
@@ -1072,7 +1075,7 @@ async def test_an_item_without_a_status_is_not_taken_for_an_answer() -> None:
 
 async def test_a_batch_on_a_closed_session_is_refused(sim: GraphSimulator) -> None:
     async with graph_session(sim, "contoso") as session:
-        reader = GraphReader(session, "Contoso")
+        reader = GraphReader(session, "Contoso", policy=QUICK)
     with pytest.raises(RuntimeError, match=r"^this Graph session is closed: it has no \$batch sender$"):
         await reader.batch([{"id": "0", "method": "GET", "url": "/organization"}], "MailboxSettings.Read")
     assert sim.count(route="batch") == 0
@@ -1090,3 +1093,21 @@ async def test_an_organization_graph_does_not_list_is_none() -> None:
     assert await organization({"value": []}) is None
     assert await organization({}) is None
     assert await organization({"value": [{"id": "t1"}, {"id": "t2"}]}) == {"id": "t1"}
+
+
+async def test_a_batch_answers_each_item_by_its_id(sim: GraphSimulator) -> None:
+    tenant = sim.world.tenant(DEMO_TENANTS["contoso"])
+    assert tenant is not None
+    users = [u.id for u in list(tenant.users)[:3]]
+    items = [
+        {"id": str(i), "method": "GET", "url": f"/users/{uid}/mailboxSettings/userPurpose"}
+        for i, uid in enumerate(users)
+    ]
+    async with graph_session(sim, "contoso") as session:
+        reader = GraphReader(
+            session, "Contoso", policy=RetryPolicy(budget_seconds=10.0, patience_seconds=2.0)
+        )
+        answers = await reader.batch(items, "MailboxSettings.Read")
+    assert sorted(answers) == ["0", "1", "2"]
+    assert all(answers[str(i)]["id"] == str(i) and answers[str(i)]["status"] in (200, 404) for i in range(3))
+    assert sim.count(route="batch") == 1
