@@ -221,7 +221,10 @@ def test_a_certificate_error_says_how_to_trust_the_endpoint() -> None:
     assert error.message.startswith(
         "Could not reach Microsoft Graph for tenant Contoso (t1): [SSL: CERTIFICATE"
     )
-    assert "set ca_bundle in the config (or SSL_CERT_FILE)" in error.hint
+    assert error.hint == (
+        "The endpoint's TLS certificate is not trusted: set ca_bundle in the config (or SSL_CERT_FILE) to the "
+        "CA that issued it."
+    )
     plain = _network_error(ConnectionResetError(), "Contoso (t1)")
     assert plain.hint == DEFAULT_HINTS[ErrorCode.NETWORK_ERROR]
     assert plain.message.endswith(": ConnectionResetError")
@@ -1111,3 +1114,34 @@ async def test_a_batch_answers_each_item_by_its_id(sim: GraphSimulator) -> None:
     assert sorted(answers) == ["0", "1", "2"]
     assert all(answers[str(i)]["id"] == str(i) and answers[str(i)]["status"] in (200, 404) for i in range(3))
     assert sim.count(route="batch") == 1
+
+
+async def test_a_refusal_without_an_error_object_is_still_a_graph_error() -> None:
+    refusal = ODataError()  # a JSON body without Graph's "error" object (a proxy's, say)
+    refusal.response_status_code = 400
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(), Scripted(refusal))
+    assert info.value.code is ErrorCode.GRAPH_ERROR and info.value.status == 400
+    assert info.value.message.startswith("Graph answered 400") and info.value.request_id is None
+
+
+async def test_a_graph_message_is_shown_with_single_spaces() -> None:
+    refusal = graph_answer(400, "BadRequest")
+    assert refusal.error is not None
+    refusal.error.message = "Invalid  filter  clause."
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(), Scripted(refusal))
+    assert info.value.message == "Graph answered 400 BadRequest: Invalid filter clause."
+
+
+def test_a_sign_in_message_keeps_its_own_last_letter() -> None:
+    error = translate_auth_error(
+        Exception(
+            "Microsoft Entra ID error '(unauthorized_client) AADSTS700016: App 'PAYROLL-X'' Trace ID: 1"
+        ),
+        "c1",
+        "Contoso (t1)",
+    )
+    assert error.message == (
+        "Sign-in to tenant Contoso (t1) failed: (unauthorized_client) AADSTS700016: App 'PAYROLL-X"
+    )
