@@ -380,15 +380,11 @@ class GraphReader:
 
     # --- helpers for requests -----------------------------------------------------------------------
 
-    def builder_request(
-        self, builder: Any, query: Any = None, headers: dict[str, str] | None = None
-    ) -> Callable[[], RequestInformation]:
-        """A factory for a request built by an SDK request builder, with query parameters and headers."""
+    def builder_request(self, builder: Any, query: Any = None) -> Callable[[], RequestInformation]:
+        """A factory for a request built by an SDK request builder, with query parameters."""
 
         def build() -> RequestInformation:
             config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
-            for name, value in (headers or {}).items():
-                config.headers.add(name, value)
             info: RequestInformation = builder.to_get_request_information(config)
             info.headers.try_add("Accept", "application/json")
             return info

@@ -1145,3 +1145,81 @@ def test_a_sign_in_message_keeps_its_own_last_letter() -> None:
     assert error.message == (
         "Sign-in to tenant Contoso (t1) failed: (unauthorized_client) AADSTS700016: App 'PAYROLL-X"
     )
+
+
+# --- paging a collection -----------------------------------------------------------------------------------
+
+
+async def test_every_page_is_read_with_the_same_headers(sim: GraphSimulator) -> None:
+    sent: list[httpx.Request] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        sent.append(request)
+
+    tenant = sim.world.tenant(DEMO_TENANTS["contoso"])
+    assert tenant is not None
+    eventual = {"ConsistencyLevel": "eventual"}
+    async with open_session(settings_for(sim, "contoso"), event_hooks={"request": [on_request]}) as session:
+        reader = GraphReader(session, "Contoso", policy=QUICK)
+        users = await reader.get_all(
+            reader.url_request("/users?$select=id&$top=50", eventual), "User.Read.All", eventual
+        )
+    assert sorted(u["id"] for u in users) == sorted(u.id for u in tenant.users)
+    assert len(sent) == -(-len(tenant.users) // 50) > 2, "one request per page"
+    assert all(r.headers.get("consistencylevel") == "eventual" for r in sent)
+    assert all(r.url.params.get("$skiptoken") for r in sent[1:]), "the next pages are Graph's own links"
+
+
+async def test_a_page_without_users_still_leads_on() -> None:
+    reader = ScriptedDeltaReader(
+        {"@odata.nextLink": f"{GRAPH}/users?$skiptoken=2"}, {"value": [{"id": "u2"}]}
+    )
+    assert await reader.get_all(reader.url_request("/users"), "User.Read.All") == [{"id": "u2"}]
+    assert reader.sent == [
+        (f"{GRAPH}/users", "User.Read.All"),
+        (f"{GRAPH}/users?$skiptoken=2", "User.Read.All"),
+    ]
+
+
+async def test_a_next_page_on_another_host_is_not_followed(sim: GraphSimulator) -> None:
+    async with graph_session(sim, "contoso") as session:
+        reader = GraphReader(session, "Contoso", policy=QUICK)
+        sim.next_link_origin = "https://evil.example:8443"
+        try:
+            with pytest.raises(GraphError) as info:
+                await reader.get_all(reader.url_request("/users?$select=id&$top=50"), "User.Read.All")
+        finally:
+            sim.next_link_origin = None
+    assert sim.count(route="users.list") == 1
+    assert info.value.code is ErrorCode.GRAPH_ERROR
+    assert info.value.message == (
+        "Graph's answer for tenant Contoso points its next page (@odata.nextLink) at another host, "
+        "https://evil.example:8443; not followed, so the access token stays with Graph and this section is "
+        "incomplete"
+    )
+    assert info.value.hint == (
+        "Graph's next-page links always point back at Graph: something between the auditor and Graph (a proxy, "
+        "a test double) rewrote the answer. Check graph_endpoint and any proxy, then re-run."
+    )
+
+
+async def test_a_refused_batch_names_the_permission_its_items_need(sim: GraphSimulator) -> None:
+    sim.add_fault_rule(FaultRule(route="batch", status=403, code="Authorization_RequestDenied"))
+    async with graph_session(sim, "contoso") as session:
+        reader = GraphReader(session, "Contoso", policy=QUICK)
+        with pytest.raises(GraphError) as info:
+            await reader.batch([{"id": "0", "method": "GET", "url": "/organization"}], "MailboxSettings.Read")
+    assert info.value.code is ErrorCode.PERMISSION_DENIED
+    assert info.value.message.endswith("(tenant Contoso; needs MailboxSettings.Read)")
+
+
+async def test_a_delta_link_to_another_host_at_the_end_of_a_round_is_not_kept() -> None:
+    reader = ScriptedDeltaReader(
+        {"value": [{"id": "u1"}], "@odata.deltaLink": "https://evil.example/users/delta?t=1"}
+    )
+    with pytest.raises(GraphError) as info:
+        await reader.users_delta(["id"])
+    assert info.value.message == (
+        "Graph's users delta for tenant Contoso (t1) points its delta link (@odata.deltaLink) at another host, "
+        "https://evil.example:443; not followed, so the access token stays with Graph"
+    )
