@@ -590,7 +590,6 @@ class GraphReader:
             now = time.monotonic()
             t = tries.setdefault(uid, _Tries())
             t.failures[why] += 1
-            t.last = why
             if t.first_failure is None:
                 t.first_failure = now
             if now - t.first_failure >= self.policy.patience_seconds:
