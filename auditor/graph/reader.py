@@ -654,7 +654,6 @@ class GraphReader:
                     code = (body.get("error") or {}).get("code")
                     delay = retry_after_seconds(item.get("headers") or {})
                     if status == 429 and delay is not None:  # pacing, not failure
-                        tries.setdefault(uid, _Tries()).throttled += 1
                         pending[uid] = time.monotonic() + delay
                     else:
                         retry_later(uid, f"{status} {code or ''}".strip(), delay, status)
