@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseTimeoutError
 from azure.identity.aio import (
     CertificateCredential,
     ClientSecretCredential,
@@ -37,6 +37,7 @@ from auditor.graph.client import (
     GraphSession,
     TenantGuard,
     ThrottleGate,
+    graph_origin,
     jwt_claims,
     lean_sender,
     make_credential,
@@ -352,7 +353,7 @@ async def test_each_method_gets_its_credential(
         await credential.close()
 
 
-def write_certificate(tmp_path: Path) -> Path:
+def write_certificate(tmp_path: Path, password: bytes | None = None) -> Path:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -374,7 +375,9 @@ def write_certificate(tmp_path: Path) -> Path:
     path = tmp_path / "cert.pem"
     path.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption(),
         )
         + cert.public_bytes(serialization.Encoding.PEM)
     )
@@ -413,7 +416,8 @@ async def test_a_failing_sign_in_endpoint_gets_two_quick_retries_from_the_creden
         await credential.close()
     assert info.value.status_code == 503
     assert sim.count(route="identity.token") == 3, "the first try and two retries"
-    assert time.monotonic() - began < 10, "quick retries (back-off factor 0.5 s)"
+    # at once, then after 1 s (azure-core's back-off: 0.5 s x 2 for the second retry)
+    assert 0.9 <= time.monotonic() - began < 2.5
 
 
 async def test_the_credential_trusts_the_configured_ca_bundle(
@@ -526,3 +530,79 @@ async def test_the_credentials_pipeline_options_see_its_token_requests(sim: Grap
     finally:
         await credential.close()
     assert seen == [f"{sim.authority}/{DEMO_TENANTS['contoso']}/oauth2/v2.0/token"]
+
+
+async def test_a_password_protected_certificate_is_opened_with_its_password(tmp_path: Path) -> None:
+    path = write_certificate(tmp_path, password=b"pfx-pass")
+    credential = make_credential(
+        settings("certificate", certificate_path=path, certificate_password="pfx-pass")
+    )
+    await credential.close()
+    with pytest.raises(ValueError):  # without it (or with another) the key cannot be read
+        make_credential(settings("certificate", certificate_path=path, certificate_password="wrong"))
+
+
+async def test_a_slow_sign_in_endpoint_costs_the_request_timeout_per_try(sim: GraphSimulator) -> None:
+    sim.add_fault_rule(FaultRule(route="identity.token", status=503, delay_seconds=5.0, times=3))
+    began = time.monotonic()
+    credential = make_credential(settings_for(sim, "contoso", timeout_seconds=0.5))
+    try:
+        with pytest.raises(ServiceResponseTimeoutError):  # no answer in time
+            await credential.get_token(sim.scope)
+    finally:
+        await credential.close()
+    # three tries of 0.5 s each and a back-off of 1 s between the second and the third
+    assert time.monotonic() - began < 4.5
+    assert sim.count(route="identity.token") == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://graph.example:notaport/v1.0", ("https", "graph.example", -1)),
+        ("https:///v1.0", ("https", "", 443)),
+        ("HTTP://Graph.Example:8080/", ("http", "graph.example", 8080)),
+    ],
+)
+def test_graph_origin_of_odd_urls(url: str, origin: tuple[str, str, int]) -> None:
+    assert graph_origin(url) == origin
+
+
+async def test_a_trailing_slash_on_the_endpoint_is_not_doubled(sim: GraphSimulator) -> None:
+    async with open_session(settings_for(sim, "contoso", graph_endpoint=sim.graph_url + "/")) as session:
+        assert session.base_url == sim.graph_url + "/v1.0"
+        body = json.loads(await get(session, "/organization"))
+    assert body["value"][0]["id"] == DEMO_TENANTS["contoso"]
+
+
+async def test_a_batch_refused_with_400_is_raised_like_the_sdks_adapter_does(sim: GraphSimulator) -> None:
+    sim.add_fault_rule(
+        FaultRule(route="batch", status=400, code="BadRequest", message="Invalid batch payload.")
+    )
+    async with open_session(settings_for(sim, "contoso")) as session:
+        lean = lean_sender(session.client)
+        assert lean is not None
+        with pytest.raises(ODataError) as info:
+            await lean.post_json(session.base_url + "/$batch", b'{"requests": []}')
+        answer = await lean.post_json(
+            session.base_url + "/$batch",
+            b'{"requests": [{"id": "1", "method": "GET", "url": "/organization"}]}',
+        )
+    assert info.value.response_status_code == 400
+    assert info.value.error is not None and info.value.error.code == "BadRequest"
+    assert info.value.error.message == "Invalid batch payload."
+    assert json.loads(answer)["responses"][0]["status"] == 200
+
+
+async def test_response_hooks_see_every_answer(sim: GraphSimulator) -> None:
+    statuses: list[int] = []
+
+    async def on_response(response: httpx.Response) -> None:
+        statuses.append(response.status_code)
+
+    sim.add_fault_rule(FaultRule(route="organization.list", status=429, retry_after=0))
+    async with open_session(settings_for(sim, "contoso"), event_hooks={"response": [on_response]}) as session:
+        with pytest.raises(ODataError):
+            await get(session, "/organization")
+        await get(session, "/organization")
+    assert statuses == [429, 200]
