@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
+from kiota_abstractions.authentication import AnonymousAuthenticationProvider
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
 
 from auditor.errors import ErrorCode, GraphError
-from auditor.graph.client import odata_error
+from auditor.graph.client import ConnectionSettings, GraphSession, ThrottleGate, odata_error
 from auditor.graph.writer import RoleAssignmentWriter, WriteAnswer, _request_id
 from auditor.simulator import FaultRule, GraphSimulator
 from tests.conftest import DEMO_TENANTS, graph_session
@@ -155,11 +159,50 @@ async def test_a_write_is_never_retried_even_by_a_client_with_sdk_retries_on(sim
     assert sim.count(route="roleAssignments.create") == 1
 
 
-async def test_a_refused_sign_in_is_auth_failed_and_nothing_is_posted(sim: GraphSimulator) -> None:
-    async with graph_session(sim, "contoso", client_secret="not-the-secret") as session:
+@pytest.mark.parametrize(
+    ("tenant", "overrides", "hint"),
+    [
+        (
+            "contoso",
+            {"client_secret": "not-the-secret"},
+            "The client secret is wrong or has expired: create a new client secret for app {client}",
+        ),
+        (
+            "relecloud",
+            {},
+            "App {client} is not known in tenant Relecloud: an administrator of that tenant must "
+            "grant admin consent to it (https://login.microsoftonline.com/{tenant_id}/adminconsent?client_id={client})",
+        ),
+    ],
+)
+async def test_a_refused_sign_in_is_auth_failed_and_nothing_is_posted(
+    sim: GraphSimulator, tenant: str, overrides: dict[str, str], hint: str
+) -> None:
+    async with graph_session(sim, tenant, **overrides) as session:
+        client, tenant_id = session.settings.client_id, session.settings.tenant_id
         with pytest.raises(GraphError) as info:
-            await RoleAssignmentWriter(session, "Contoso").create(vendor_principal(sim), SECURITY_READER, "/")
+            await RoleAssignmentWriter(session, "Relecloud").create(
+                vendor_principal(sim), SECURITY_READER, "/"
+            )
     assert info.value.code is ErrorCode.AUTH_FAILED
-    assert info.value.message.startswith("Sign-in to tenant Contoso failed: ")
-    assert "AADSTS7000215" in info.value.message and "client secret" in info.value.hint
+    assert info.value.message.startswith("Sign-in to tenant Relecloud failed: ")
+    assert info.value.hint.startswith(hint.format(client=client, tenant_id=tenant_id)), info.value.hint
     assert sim.count(route="roleAssignments.create") == 0
+
+
+async def test_an_error_answer_without_graphs_error_object_is_still_an_answer() -> None:
+    """A gateway in front of Graph answers 502 with JSON of its own: the SDK raises ODataError without an
+    error object, and the write is an unknown outcome, with the gateway's request-id."""
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, json={"message": "gateway says no"}, headers={"request-id": "gw-1"})
+
+    adapter = GraphRequestAdapter(
+        AnonymousAuthenticationProvider(), client=httpx.AsyncClient(transport=httpx.MockTransport(gateway))
+    )
+    adapter.base_url = "https://graph.example/v1.0"
+    settings = ConnectionSettings("t1", "c1", "secret", "https://login.example", "https://graph.example", "s")
+    session = GraphSession(settings, None, GraphServiceClient(request_adapter=adapter), ThrottleGate())  # type: ignore[arg-type]
+    answer = await RoleAssignmentWriter(session, "Contoso").create("p1", SECURITY_READER, "/")
+    assert answer == WriteAnswer(502, None, "gw-1", None, "ODataError (status 502)", None)
+    assert answer.unknown_outcome
