@@ -10,6 +10,7 @@ import pytest
 from kiota_abstractions.authentication import AnonymousAuthenticationProvider
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
+from msgraph_core import GraphClientFactory
 
 from auditor.errors import ErrorCode, GraphError
 from auditor.graph.client import ConnectionSettings, GraphSession, ThrottleGate, odata_error
@@ -190,19 +191,40 @@ async def test_a_refused_sign_in_is_auth_failed_and_nothing_is_posted(
     assert sim.count(route="roleAssignments.create") == 0
 
 
+def session_answering(answer: httpx.Response) -> GraphSession:
+    """A session whose Graph is one fixed HTTP answer (a gateway or a proxy in front of Graph, say): the SDK
+    and the writer above it are the real ones."""
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: answer))
+    client = GraphClientFactory.create_with_default_middleware(client=http)  # as client.make_graph_client
+    adapter = GraphRequestAdapter(AnonymousAuthenticationProvider(), client=client)
+    adapter.base_url = "https://graph.example/v1.0"
+    settings = ConnectionSettings("t1", "c1", "secret", "https://login.example", "https://graph.example", "s")
+    return GraphSession(settings, None, GraphServiceClient(request_adapter=adapter), ThrottleGate())  # type: ignore[arg-type]
+
+
 async def test_an_error_answer_without_graphs_error_object_is_still_an_answer() -> None:
     """A gateway in front of Graph answers 502 with JSON of its own: the SDK raises ODataError without an
     error object, and the write is an unknown outcome, with the gateway's request-id."""
-
-    def gateway(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(502, json={"message": "gateway says no"}, headers={"request-id": "gw-1"})
-
-    adapter = GraphRequestAdapter(
-        AnonymousAuthenticationProvider(), client=httpx.AsyncClient(transport=httpx.MockTransport(gateway))
-    )
-    adapter.base_url = "https://graph.example/v1.0"
-    settings = ConnectionSettings("t1", "c1", "secret", "https://login.example", "https://graph.example", "s")
-    session = GraphSession(settings, None, GraphServiceClient(request_adapter=adapter), ThrottleGate())  # type: ignore[arg-type]
+    session = session_answering(httpx.Response(502, json={"message": "no"}, headers={"request-id": "gw-1"}))
     answer = await RoleAssignmentWriter(session, "Contoso").create("p1", SECURITY_READER, "/")
     assert answer == WriteAnswer(502, None, "gw-1", None, "ODataError (status 502)", None)
     assert answer.unknown_outcome
+
+
+@pytest.mark.parametrize(
+    ("answer", "assignment_id", "request_id"),
+    [
+        (httpx.Response(201, json={"id": "a1"}, headers={"request-id": "r1"}), "a1", "r1"),
+        (httpx.Response(201, json={"id": "a1"}), "a1", None),
+        (httpx.Response(201, json={"principalId": "p1"}, headers={"request-id": "r1"}), None, "r1"),
+        (httpx.Response(201, json={"id": ""}), None, None),
+        (httpx.Response(201), None, None),
+    ],
+)
+async def test_a_created_answer_is_read_for_what_it_carries(
+    answer: httpx.Response, assignment_id: str | None, request_id: str | None
+) -> None:
+    created = await RoleAssignmentWriter(session_answering(answer), "Contoso").create(
+        "p1", SECURITY_READER, "/"
+    )
+    assert created == WriteAnswer(201, assignment_id, request_id)
