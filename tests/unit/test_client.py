@@ -606,3 +606,26 @@ async def test_response_hooks_see_every_answer(sim: GraphSimulator) -> None:
             await get(session, "/organization")
         await get(session, "/organization")
     assert statuses == [429, 200]
+
+
+async def test_a_lean_batch_is_sent_as_json_with_the_sessions_token(sim: GraphSimulator) -> None:
+    sent: list[httpx.Request] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        sent.append(request)
+
+    payload = b'{"requests": [{"id": "1", "method": "GET", "url": "/organization"}]}'
+    async with open_session(settings_for(sim, "contoso"), event_hooks={"request": [on_request]}) as session:
+        lean = lean_sender(session.client)
+        assert lean is not None
+        await lean.post_json(session.base_url + "/$batch", payload)
+    [request] = sent
+    assert (request.method, str(request.url), request.content) == (
+        "POST",
+        sim.graph_url + "/v1.0/$batch",
+        payload,
+    )
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["accept"] == "application/json"
+    scheme, _, token = request.headers["authorization"].partition(" ")
+    assert scheme == "Bearer" and jwt_claims(token)["tid"] == DEMO_TENANTS["contoso"]
