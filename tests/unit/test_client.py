@@ -487,7 +487,7 @@ async def test_a_closed_session_has_closed_its_clients(sim: GraphSimulator) -> N
     assert lean.http.is_closed and http.is_closed
 
 
-async def test_graph_is_trusted_through_the_ca_bundle_only(
+async def test_graph_is_trusted_through_the_ca_bundle_or_ssl_cert_file(
     sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
@@ -495,17 +495,23 @@ async def test_graph_is_trusted_through_the_ca_bundle_only(
         body = json.loads(await get(session, "/organization"))
         token = await session.credential.get_token(sim.scope)
     assert body["value"][0]["id"] == DEMO_TENANTS["contoso"]
-    # Without the bundle Graph's certificate is refused (the token is handed over as it is, so only Graph's
-    # TLS is in question, not the sign-in's).
+    # Graph's own TLS, apart from the sign-in's: the token is handed over as it is.
     settings = settings_for(sim, "contoso", ca_bundle=None)
-    gate = ThrottleGate()
-    client = make_graph_client(StaticToken(token.token), settings, gate)  # type: ignore[arg-type]
-    info = RequestInformation()
-    info.http_method = Method.GET
-    info.url = sim.graph_url + "/v1.0/organization"
+
+    async def organization() -> Any:
+        client = make_graph_client(StaticToken(token.token), settings, ThrottleGate())  # type: ignore[arg-type]
+        info = RequestInformation()
+        info.http_method = Method.GET
+        info.url = sim.graph_url + "/v1.0/organization"
+        try:
+            return json.loads(await send_for_bytes(client, info) or b"{}")
+        finally:
+            await client.request_adapter._http_client.aclose()  # type: ignore[attr-defined]
+
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-        await send_for_bytes(client, info)
-    await client.request_adapter._http_client.aclose()  # type: ignore[attr-defined]
+        await organization()
+    monkeypatch.setenv("SSL_CERT_FILE", str(sim.ca_file))
+    assert (await organization())["value"][0]["id"] == DEMO_TENANTS["contoso"]
 
 
 class StaticToken:
