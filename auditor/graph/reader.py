@@ -385,8 +385,8 @@ class GraphReader:
 
         def build() -> RequestInformation:
             config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
+            # The SDK's request builders ask for JSON themselves (Accept: application/json).
             info: RequestInformation = builder.to_get_request_information(config)
-            info.headers.try_add("Accept", "application/json")
             return info
 
         return build
