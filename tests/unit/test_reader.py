@@ -500,11 +500,12 @@ async def test_a_failure_that_persists_is_retried_for_the_patience_then_named(
 
 async def test_an_unreachable_endpoint_is_given_up_on_sooner_than_a_failing_one(no_back_off: None) -> None:
     policy = RetryPolicy(patience_seconds=2.0, connect_patience_seconds=0.1)
-    began = time.monotonic()
-    with pytest.raises(GraphError) as info:
-        await send(make_reader(policy), Scripted(httpx.ConnectError("refused")))
-    assert time.monotonic() - began < 1.5, "connect patience, not the full patience"
-    assert info.value.code is ErrorCode.NETWORK_ERROR and "it kept failing for 2 s" in info.value.message
+    for unreachable in (httpx.ConnectError("refused"), ServiceRequestError("no route to host")):
+        began = time.monotonic()
+        with pytest.raises(GraphError) as info:
+            await send(make_reader(policy), Scripted(unreachable))
+        assert time.monotonic() - began < 1.5, "connect patience, not the full patience"
+        assert info.value.code is ErrorCode.NETWORK_ERROR and "it kept failing for 2 s" in info.value.message
     # Any other failure gets the full patience.
     policy = RetryPolicy(patience_seconds=0.3, connect_patience_seconds=0.0)
     sender = Scripted(httpx.RemoteProtocolError("closed"))
@@ -537,6 +538,15 @@ async def test_an_untrusted_certificate_is_not_retried() -> None:
     assert info.value.code is ErrorCode.NETWORK_ERROR
     assert info.value.message.startswith("Could not reach Microsoft Graph for tenant Contoso (t1): [SSL:")
     assert "set ca_bundle in the config" in info.value.hint
+
+
+async def test_a_refused_sign_in_names_the_tenant_id_in_the_consent_link() -> None:
+    failure = ClientAuthenticationError(
+        message="AADSTS700016: Application not found.", response=token_answer(400)
+    )
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(), Scripted(failure))
+    assert "(https://login.microsoftonline.com/t1/adminconsent?client_id=app)" in info.value.hint
 
 
 @pytest.mark.parametrize("status", [None, 400, 401])
