@@ -159,6 +159,7 @@ async def test_an_item_missing_from_the_answer_is_asked_again() -> None:
     )
     assert answers == {"lost": MailboxAnswer("user"), "u2": MailboxAnswer("user")}
     assert len(reader.times_asked("lost")) == 2
+    assert len(reader.times_asked("u2")) == 1, "the answers after the missing one are kept"
 
 
 async def test_users_go_twenty_to_a_batch_at_most_four_batches_at_a_time() -> None:
@@ -522,6 +523,13 @@ async def test_an_unreachable_endpoint_is_given_up_on_sooner_than_a_failing_one(
     assert "1 x 503 ServiceUnavailable" in info.value.message and " x could not connect" in info.value.message
 
 
+async def test_no_patience_gives_up_on_a_request_at_its_first_failure() -> None:
+    sender = Scripted(graph_answer(503, "ServiceUnavailable"), {"value": []})
+    with pytest.raises(GraphError) as info:
+        await send(make_reader(RetryPolicy(patience_seconds=0.0)), sender)
+    assert len(sender.at) == 1 and "it kept failing for 0 s; 1 x 503 ServiceUnavailable" in info.value.message
+
+
 async def test_the_failures_are_summed_up_most_frequent_first(no_back_off: None) -> None:
     dropped, refused = httpx.RemoteProtocolError("closed"), httpx.ConnectError("refused")
     sender = Scripted(refused, dropped, dropped, dropped, dropped)
@@ -623,6 +631,7 @@ async def test_a_wait_past_the_tenants_time_is_not_started(monkeypatch: pytest.M
     assert time.monotonic() - began < 1.0 and len(sender.at) == 1
     # The tenant is down for us: TIMEOUT; what kept failing is in the message and the hint.
     assert info.value.code is ErrorCode.TIMEOUT
+    assert info.value.message.startswith(f"Gave up on {GRAPH}/users for tenant Contoso (t1) after ")
     assert ": the tenant's time ran out (2 s); 1 x 503 ServiceUnavailable" in info.value.message
     assert info.value.hint.startswith("Microsoft kept failing (503 ServiceUnavailable)")
     # The same with the run's deadline, named by its setting.
