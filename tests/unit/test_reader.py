@@ -1321,3 +1321,10 @@ async def test_a_batch_that_kept_failing_with_little_time_left_is_reported_at_on
     answers = await reader.mailbox_purposes(["u1"])
     assert answers["u1"].failure == "$batch request kept failing (GRAPH_ERROR)"
     assert len(reader.batches) == 1
+
+
+async def test_the_census_returns_as_soon_as_every_mailbox_is_answered() -> None:
+    began = time.monotonic()
+    answers, reader = await purposes(lambda uid, times: ok("user"), [f"u{i}" for i in range(45)], delay=0.05)
+    assert len(answers) == 45 and len(reader.batches) == 3
+    assert time.monotonic() - began < 2.0, "not at the end of the tenant's time (20 s here)"
