@@ -106,7 +106,6 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_endpoints.py",
             "tests/unit/test_writer.py",
             "tests/simulator/test_identity.py",
-            "tests/simulator/test_batch_and_faults.py",
             "tests/integration/test_lean_batch.py",
             "tests/integration/test_tenant_and_endpoints.py",
         ),
