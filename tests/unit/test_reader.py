@@ -403,7 +403,8 @@ async def test_a_429_with_retry_after_is_pacing_and_uses_up_no_patience() -> Non
             graph_answer(503, "ServiceUnavailable"),
             ErrorCode.GRAPH_ERROR,
             "503 ServiceUnavailable",
-            "Microsoft kept failing (503 ServiceUnavailable): check the Microsoft 365 service health page",
+            "Microsoft kept failing (503 ServiceUnavailable): check the Microsoft 365 service health page for an "
+            "incident and re-run later; if it persists, report it with the request-id from the log.",
         ),
         (graph_answer(500, ""), ErrorCode.GRAPH_ERROR, "500", "Microsoft kept failing (500): "),
         (
