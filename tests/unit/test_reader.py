@@ -28,6 +28,7 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 from kiota_abstractions.authentication import AnonymousAuthenticationProvider
+from kiota_abstractions.request_information import RequestInformation
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
@@ -1329,3 +1330,12 @@ async def test_a_batch_that_kept_failing_with_little_time_left_is_reported_at_on
     answers = await reader.mailbox_purposes(["u1"])
     assert answers["u1"].failure == "$batch request kept failing (GRAPH_ERROR)"
     assert len(reader.batches) == 1
+
+
+async def test_a_request_without_a_url_is_named_in_general_words() -> None:
+    reader = make_reader(RetryPolicy(patience_seconds=0.0))
+    with pytest.raises(GraphError) as info:
+        await reader.send(
+            RequestInformation, PERMISSION, via=Scripted(graph_answer(503, "ServiceUnavailable"))
+        )
+    assert info.value.message.startswith("Gave up on a Graph request for tenant Contoso (t1) after ")
