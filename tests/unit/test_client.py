@@ -209,15 +209,16 @@ def test_the_session_confirms_its_tenant_or_says_it_could_not(caplog: pytest.Log
     with pytest.raises(GraphError) as info:
         session_for(T1, guard).confirm_tenant({"id": T1})
     assert info.value.message.startswith(f"The access token is for tenant {T2}")
+    lettered = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
     with caplog.at_level(logging.WARNING, logger="auditor.graph.client"):
-        session_for(T1.upper(), TenantGuard(T1)).confirm_tenant({"displayName": "no id"})
+        session_for(lettered.upper(), TenantGuard(lettered)).confirm_tenant({"displayName": "no id"})
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert record.getMessage() == (
-        f"tenant {T1}: neither the access token (not a JWT) nor GET /organization (not readable) names the "
-        "tenant; it could not be confirmed that the credential signed in to it"
+        f"tenant {lettered}: neither the access token (not a JWT) nor GET /organization (not readable) names "
+        "the tenant; it could not be confirmed that the credential signed in to it"
     )
-    assert (record.tenant_id, record.event) == (T1, "tenant_unconfirmed")  # type: ignore[attr-defined]
+    assert (record.tenant_id, record.event) == (lettered, "tenant_unconfirmed")  # type: ignore[attr-defined]
 
 
 # --- where a token may go ----------------------------------------------------------------------------------
@@ -595,6 +596,8 @@ async def test_a_batch_refused_with_400_is_raised_like_the_sdks_adapter_does(sim
             b'{"requests": [{"id": "1", "method": "GET", "url": "/organization"}]}',
         )
     assert info.value.response_status_code == 400
+    headers = info.value.response_headers  # Graph's headers come with it (Retry-After, request-id...)
+    assert headers is not None and str(headers.get("content-type")).startswith("application/json")
     assert info.value.error is not None and info.value.error.code == "BadRequest"
     assert info.value.error.message == "Invalid batch payload."
     assert json.loads(answer)["responses"][0]["status"] == 200
