@@ -263,6 +263,9 @@ async def test_a_token_is_not_sent_to_another_origin_than_graph() -> None:
             httpx.Request("GET", "https://graph.example/v1.0", headers={"Authorization": jwt(T2)})
         )
     assert info.value.code is ErrorCode.WRONG_TENANT
+    assert info.value.message.startswith(
+        f"The access token is for tenant {T2}, not the configured tenant_id {T1};"
+    )
     # Without a configured endpoint only the tenant is checked.
     await TenantGuard(T1).on_request(
         httpx.Request("GET", "https://any.example/", headers={"Authorization": jwt(T1)})
