@@ -469,6 +469,11 @@ async def test_the_sdk_does_not_retry_unless_told_to(sim: GraphSimulator) -> Non
         body = json.loads(await get(session, "/organization"))
     assert body["value"][0]["id"] == DEMO_TENANTS["contoso"]
     assert sim.count(route="organization.list") == 3, "once more, by the SDK's own retry"
+    sim.add_fault_rule(FaultRule(route="organization.list", status=503, retry_after=0, times=5))
+    async with open_session(settings_for(sim, "contoso", sdk_retries=1)) as session:
+        with pytest.raises(ODataError):
+            await get(session, "/organization")
+    assert sim.count(route="organization.list") == 5, "as many retries as configured, no more"
 
 
 async def test_a_slow_answer_is_given_up_on_after_the_request_timeout(sim: GraphSimulator) -> None:
@@ -479,6 +484,18 @@ async def test_a_slow_answer_is_given_up_on_after_the_request_timeout(sim: Graph
         with pytest.raises(httpx.ReadTimeout):
             await get(session, "/organization")
     assert time.monotonic() - began < 2.0
+
+
+async def test_a_slow_batch_is_given_up_on_after_the_request_timeout(sim: GraphSimulator) -> None:
+    sim.add_fault_rule(FaultRule(route="batch", status=504, delay_seconds=2.0))
+    async with open_session(settings_for(sim, "contoso", timeout_seconds=0.5)) as session:
+        await get(session, "/organization")  # a token and a connection first
+        lean = lean_sender(session.client)
+        assert lean is not None
+        began = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            await lean.post_json(session.base_url + "/$batch", b'{"requests": []}')
+    assert time.monotonic() - began < 1.5
 
 
 async def test_a_closed_session_has_closed_its_clients(sim: GraphSimulator) -> None:
