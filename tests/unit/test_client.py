@@ -658,3 +658,22 @@ async def test_a_lean_batch_is_sent_as_json_with_the_sessions_token(sim: GraphSi
     assert request.headers["accept"] == "application/json"
     scheme, _, token = request.headers["authorization"].partition(" ")
     assert scheme == "Bearer" and jwt_claims(token)["tid"] == DEMO_TENANTS["contoso"]
+
+
+@pytest.mark.parametrize("method", ["secret", "certificate", "workload_identity"])
+async def test_each_method_signs_in_as_the_configured_app_to_the_configured_tenant(
+    sim: GraphSimulator, tmp_path: Path, method: str
+) -> None:
+    extra: dict[str, Any] = {}
+    if method == "workload_identity":
+        extra["token_file"] = tmp_path / "token"
+        extra["token_file"].write_text(
+            sim.identity.federated_token("system:serviceaccount:uss-auditor:auditor")
+        )
+    settings = settings_for(sim, "contoso", method=method, **extra)
+    credential = make_credential(settings)
+    try:
+        claims = jwt_claims((await credential.get_token(sim.scope)).token)
+    finally:
+        await credential.close()
+    assert claims["tid"] == DEMO_TENANTS["contoso"] and claims["appid"] == settings.client_id
