@@ -93,14 +93,35 @@ MODULES: dict[str, Module] = {
             "test_a_second_night_without_change_sends_at_most_a_tenth_of_the_requests",
         ),
     ),
-    "reader": Module("auditor/graph/reader.py", ("tests/unit/test_reader.py", FAILURE_PATHS)),
+    "reader": Module(
+        "auditor/graph/reader.py",
+        (
+            "tests/unit/test_reader.py",
+            "tests/unit/test_retry_policy.py",
+            "tests/census/test_users_delta_route.py",
+            "tests/integration/test_lean_batch.py",
+        ),
+    ),
     "client": Module(
         "auditor/graph/client.py",
-        (FAILURE_PATHS, "tests/simulator/test_identity.py", "tests/simulator/test_batch_and_faults.py"),
+        (
+            "tests/unit/test_client.py",
+            "tests/unit/test_endpoints.py",
+            "tests/unit/test_writer.py",
+            # Not tests/simulator/test_identity.py: its sign-in table pops keys from its parameters, so it
+            # fails when mutmut runs it a second time in one process.
+            "tests/integration/test_lean_batch.py",
+            "tests/integration/test_tenant_and_endpoints.py",
+        ),
     ),
     "writer": Module(
         "auditor/graph/writer.py",
-        ("tests/unit/test_remediation.py", FAILURE_PATHS, "tests/integration/test_remediation.py"),
+        (
+            "tests/unit/test_writer.py",
+            "tests/unit/test_remediation.py",
+            FAILURE_PATHS,
+            "tests/integration/test_remediation.py",
+        ),
     ),
     "rows": Module(
         "auditor/reporting/rows.py",

@@ -402,17 +402,13 @@ class GraphReader:
 
     # --- helpers for requests -----------------------------------------------------------------------
 
-    def builder_request(
-        self, builder: Any, query: Any = None, headers: dict[str, str] | None = None
-    ) -> Callable[[], RequestInformation]:
-        """A factory for a request built by an SDK request builder, with query parameters and headers."""
+    def builder_request(self, builder: Any, query: Any = None) -> Callable[[], RequestInformation]:
+        """A factory for a request built by an SDK request builder, with query parameters."""
 
         def build() -> RequestInformation:
             config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
-            for name, value in (headers or {}).items():
-                config.headers.add(name, value)
+            # The SDK's request builders ask for JSON themselves (Accept: application/json).
             info: RequestInformation = builder.to_get_request_information(config)
-            info.headers.try_add("Accept", "application/json")
             return info
 
         return build
@@ -579,24 +575,21 @@ class GraphReader:
         """One hand-built $batch (≤ 20 items); answers by item id. The SDK's batch helpers drop bodies."""
         if len(items) > BATCH_LIMIT:
             raise ValueError(f"a $batch holds at most {BATCH_LIMIT} requests")
+        # The bulk path: the SDK's auth and our hooks, without kiota's middleware (client.LeanSender). Every
+        # client a session opens has one; a closed session has none.
+        lean = lean_sender(self.client)
+        if lean is None:
+            raise RuntimeError("this Graph session is closed: it has no $batch sender")
         payload = json.dumps({"requests": items}).encode()
-        url = self.session.base_url.rstrip("/") + "/$batch"
+        url = self.session.base_url + "/$batch"
 
-        def build() -> RequestInformation:
+        def build() -> RequestInformation:  # the request as `send` names it; the lean sender sends it
             info = RequestInformation()
-            info.http_method = Method.POST
             info.url = url
-            info.headers.try_add("Content-Type", "application/json")
-            info.headers.try_add("Accept", "application/json")
-            info.content = payload
             return info
 
-        lean = lean_sender(self.client)
-        via = None
-        if lean is not None:  # the bulk path: the SDK's auth and our hooks, without kiota's middleware
-
-            async def via(info: RequestInformation) -> bytes | None:
-                return await lean.post_json(url, payload)
+        async def via(info: RequestInformation) -> bytes | None:
+            return await lean.post_json(url, payload)
 
         body = await self.send(build, permission, via=via)
         return {str(item["id"]): item for item in body.get("responses", [])}
@@ -634,7 +627,6 @@ class GraphReader:
             now = time.monotonic()
             t = tries.setdefault(uid, _Tries())
             t.failures[why] += 1
-            t.last = why
             if t.first_failure is None:
                 t.first_failure = now
             if now - t.first_failure >= self.policy.patience_seconds:
@@ -699,7 +691,6 @@ class GraphReader:
                     code = (body.get("error") or {}).get("code")
                     delay = retry_after_seconds(item.get("headers") or {})
                     if status == 429 and delay is not None:  # pacing, not failure
-                        tries.setdefault(uid, _Tries()).throttled += 1
                         schedule(uid, time.monotonic() + delay)
                     else:
                         retry_later(uid, f"{status} {code or ''}".strip(), delay, status)
