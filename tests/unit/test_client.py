@@ -49,6 +49,7 @@ from auditor.graph.client import (
     tenant_mismatch,
     wrong_tenant_error,
 )
+from auditor.graph.reader import GraphReader
 from auditor.simulator import FaultRule, GraphSimulator
 from tests.conftest import DEMO_TENANTS, settings_for
 
@@ -503,9 +504,12 @@ async def test_a_closed_session_has_closed_its_clients(sim: GraphSimulator) -> N
         lean = lean_sender(session.client)
         assert lean is not None
         http = session.client.request_adapter._http_client  # type: ignore[attr-defined]
-        await get(session, "/organization")
+        await get(session, "/organization")  # through the SDK's adapter
+        await GraphReader(session, "Contoso").organization()  # through the lean sender (aiohttp)
+        wire = lean._session
+        assert wire is not None and not wire.closed
     assert lean_sender(session.client) is None
-    assert lean.http.is_closed and http.is_closed
+    assert wire.closed and lean._session is None and http.is_closed
 
 
 async def test_graph_is_trusted_through_the_ca_bundle_or_ssl_cert_file(
