@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from auditor.errors import ErrorCode, TenantError
 from auditor.history.store import HistoryStore, JournalLine
@@ -117,3 +122,15 @@ def record_all(path: Path, *runs: RunResult, journal: Sequence[JournalLine] = ()
     for r in runs:
         store.record(r, journal)
     return store
+
+
+@contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """``path`` (a file or a directory) made read-only even for root, whom chmod does not stop; skipped where
+    chattr +i is not available (a file system without the immutable flag)."""
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], check=False).returncode:  # noqa: S603, S607
+        pytest.skip("chattr +i is not available here: cannot make a file read-only for root")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: S603, S607

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sqlite3
 import stat
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -31,7 +28,7 @@ from auditor.history.store import (
     history_failure,
 )
 from auditor.model import FindingCode, RemediationAction, RunMode, Status
-from tests.history.builders import CONTOSO, DAY, FABRIKAM, NORTHWIND, T0, record_all, run, tenant
+from tests.history.builders import CONTOSO, DAY, FABRIKAM, NORTHWIND, T0, immutable, record_all, run, tenant
 
 TABLES = {"runs", "tenant_results", "findings", "mailbox_sets", "remediation_journal"}
 
@@ -461,17 +458,6 @@ def test_a_new_history_is_created_with_its_directories_and_private_mode(tmp_path
     HistoryStore.open(path).close()
     assert path.is_file()
     assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0o640 & 0o077  # no access for others
-
-
-@contextmanager
-def immutable(path: Path) -> Iterator[None]:
-    """``path`` made read-only even for root (whom chmod does not stop)."""
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], check=False).returncode:  # noqa: S603, S607
-        pytest.skip("chattr +i is not available here: cannot make a directory read-only for root")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: S603, S607
 
 
 def test_a_history_in_a_read_only_directory_is_read_but_not_written(tmp_path: Path) -> None:

@@ -5,17 +5,13 @@ the behaviour that replaced it. Items 1 and 2 (endpoint hosts, token hosts) are 
 from __future__ import annotations
 
 import ast
-import contextlib
 import errno
 import hashlib
 import io
 import json
 import os
-import shutil
 import sqlite3
 import stat
-import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +32,7 @@ from auditor.reporting.atomic import atomic_write_text
 from auditor.reporting.json_report import read_run, write_json
 from auditor.shard import PART_MANIFEST_FILENAME
 from tests.history import builders as b
+from tests.history.builders import immutable
 from tests.unit.test_shard import all_parts, make_config, tenant_ids, write_part
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -575,22 +572,11 @@ def test_a_damaged_history_says_it_is_damaged(tmp_path: Path) -> None:
     assert "damaged" in message and "free space" not in message
 
 
-@contextlib.contextmanager
-def _immutable(path: Path) -> Iterator[None]:
-    """The file made read-only even for root (the tests may run as root, whom chmod does not stop)."""
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], check=False).returncode:  # noqa: S603, S607
-        pytest.skip("chattr +i is not available here: cannot make a file read-only for root")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: S603, S607
-
-
 def test_a_read_only_history_is_readable_and_says_read_only_to_a_run(tmp_path: Path) -> None:
     config, out = _history_fleet(tmp_path), tmp_path / "out"
     _audit(config, out)
     database = tmp_path / "history.sqlite"
-    with _immutable(database):
+    with immutable(database):
         listing = invoke("history", "--config", config)
         assert listing.exit_code == 0, listing.output
         assert "1 run" in listing.stdout
@@ -609,7 +595,7 @@ def test_a_history_in_a_read_only_directory_is_readable(tmp_path: Path) -> None:
     _audit(config, out)
     _audit(config, out)
     (tmp_path / "out2").mkdir()
-    with _immutable(tmp_path):
+    with immutable(tmp_path):
         listing = invoke("history", "--config", config)
         assert listing.exit_code == 0, listing.output
         assert "2 runs" in listing.stdout
