@@ -453,12 +453,11 @@ class LeanSender:
             headers["Authorization"] = value
         return await self._exchange("POST", url, headers, payload)
 
-    async def send(self, info: RequestInformation, base_url: str) -> bytes:
-        """Send a read an SDK request builder made (its URL template, query parameters and headers), as the
-        SDK's adapter would: the base URL filled in, the token attached by the SDK's provider, and the query
-        parameter names decoded as kiota's ParametersNameDecodingHandler does (``%24select`` -> ``$select``)."""
-        if info.url_template is not None:  # a copy: the dict is the request builder's own
-            info.path_parameters = {**info.path_parameters, "baseurl": base_url}
+    async def send(self, info: RequestInformation) -> bytes:
+        """Send a read an SDK request builder made (its URL, query parameters and headers) as the SDK's
+        adapter would: the token attached by the SDK's provider, and the query parameter names decoded as
+        kiota's ParametersNameDecodingHandler does (``%24select`` -> ``$select``). The URL is the one the
+        reader expanded, the base URL filled in, and kept in ``info`` (`reader._pin_url`)."""
         await self.provider.authenticate_request(info)
         url = info.url
         split = urlsplit(url)

@@ -259,7 +259,7 @@ class GraphReader:
                     if via is not None:
                         raw = await via(info)
                     elif self._lean is not None:
-                        raw = await self._lean.send(info, self.session.base_url)
+                        raw = await self._lean.send(info)
                     else:
                         raw = await send_for_bytes(self.client, info)
                 return dict(json.loads(raw)) if raw else {}

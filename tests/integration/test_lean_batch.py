@@ -76,6 +76,9 @@ async def test_every_read_goes_out_as_the_sdk_s_own_adapter_sends_it(fresh_sim: 
 
         def keep(request: httpx.Request) -> None:
             headers = {k.lower(): v for k, v in request.headers.items() if k.lower() in WIRE_HEADERS}
+            # Each session signs in on its own: compare who the token is for, not when it was issued.
+            scheme, _, token = headers.pop("authorization", "").partition(" ")
+            headers["authorization"] = f"{scheme} for tenant {jwt_claims(token)['tid']}" if token else ""
             wire.append((request.method, str(request.url), headers))
 
         async def on_request(request: httpx.Request) -> None:
