@@ -158,15 +158,20 @@ class Figures:
     other: int = 0
     pending: int = 0  # not tested yet (an interrupted or running run)
     equivalent: list[str] | None = None
-    text_only: list[str] | None = None  # survivors that only change the wording of a message
+    text_only: list[str] | None = None  # unlisted survivors that only change the wording of a message
 
     @property
     def total(self) -> int:
         return self.killed + self.timeout + len(self.survived or []) + len(self.no_tests or []) + self.other
 
+    @property
+    def unlisted(self) -> list[str]:
+        """Survivors that are neither killed nor listed as equivalent: each still needs a test or a reason."""
+        return [m for m in (self.survived or []) + (self.no_tests or []) if m not in (self.equivalent or [])]
+
     def rate(self, *, adjusted: bool) -> float:
-        """Killed share of all mutants; `adjusted` leaves out equivalents and wording-only survivors."""
-        left_out = len(set(self.equivalent or []) | set(self.text_only or [])) if adjusted else 0
+        """Killed share of all mutants; `adjusted` leaves out the listed equivalents."""
+        left_out = len(set(self.equivalent or [])) if adjusted else 0
         total = self.total - left_out
         return 100.0 * (self.killed + self.timeout) / total if total else 0.0
 
@@ -340,7 +345,7 @@ def report(names: list[str], *, diff: bool) -> int:
     print()
     print(
         f"{'module':<12} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} {'no tests':>8} "
-        f"{'wording':>7} {'equiv.':>6} {'kill %':>7} {'logic %':>7}"
+        f"{'equiv.':>6} {'unlisted':>8} {'kill %':>7} {'logic %':>7}"
     )
     for name, fig in rows:
         if fig is None:
@@ -348,34 +353,30 @@ def report(names: list[str], *, diff: bool) -> int:
             continue
         print(
             f"{name:<12} {fig.total:>7} {fig.killed:>7} {fig.timeout:>7} {len(fig.survived or []):>8} "
-            f"{len(fig.no_tests or []):>8} {len(fig.text_only or []):>7} {len(fig.equivalent or []):>6} "
+            f"{len(fig.no_tests or []):>8} {len(fig.equivalent or []):>6} {len(fig.unlisted):>8} "
             f"{fig.rate(adjusted=False):>6.1f}% {fig.rate(adjusted=True):>6.1f}%"
             + (f"  ({fig.pending} not tested yet)" if fig.pending else "")
         )
     print(
-        "kill % counts every mutant; logic % leaves out the equivalents (tests/mutation-equivalents.md) and\n"
-        "the survivors that only change a message's wording (listed apart below)."
+        "kill % counts every mutant; logic % leaves out the equivalents listed with a reason in\n"
+        "tests/mutation-equivalents.md. `unlisted` survivors are neither killed nor listed: each needs a test\n"
+        "of behaviour or, if no input can tell it apart, a row in that file."
     )
     for name, fig in rows:
         if fig is None:
             continue
-        survivors = [m for m in (fig.survived or []) + (fig.no_tests or []) if m not in known]
-        wording = [m for m in survivors if m in (fig.text_only or [])]
-        logic = [m for m in survivors if m not in wording]
-        if logic:
+        survivors = fig.unlisted
+        if survivors:
             print(
-                f"\nSurviving mutants in {MODULES[name].path} ({len(logic)}; `mutmut show NAME` in "
+                f"\nUnlisted survivors in {MODULES[name].path} ({len(survivors)}; `mutmut show NAME` in "
                 f"build/mutation/{name}/ shows one):"
             )
-            for mutant in logic:
+            for mutant in survivors:
                 tag = " (no test calls it)" if mutant in (fig.no_tests or []) else ""
+                tag += " (wording only)" if mutant in (fig.text_only or []) else ""
                 print(f"  {mutant}{tag}")
                 if diff:
                     print("    " + "\n    ".join(texts.get(mutant, "").strip().splitlines()[3:]))
-        if wording:
-            print(f"\nWording-only survivors in {MODULES[name].path}: {len(wording)}" + (":" if diff else ""))
-            for mutant in wording if diff else []:
-                print(f"  {mutant}")
     return 0
 
 
