@@ -30,6 +30,7 @@ import certifi
 import httpx
 import yarl
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity.aio import (
     CertificateCredential,
     ClientSecretCredential,
@@ -104,13 +105,20 @@ def make_credential(
     `pipeline_options` are extra azure-core pipeline keywords for the credential's token requests (e.g.
     `raw_request_hook`/`raw_response_hook`, which `auditor.graph.capture` uses to record sign-ins).
     """
+    pipeline = _token_pipeline(settings)
     common: dict[str, Any] = {
         "authority": settings.authority,
-        **_token_pipeline(settings),
+        **pipeline,
+        # The sign-in trusts what Graph trusts (public roots, SSL_CERT_FILE, ca_bundle). azure-core's own
+        # `connection_verify=<bundle>` would trust the bundle *instead of* the public roots, so a ca_bundle
+        # meant for an inspecting proxy in front of Graph would break a sign-in that goes out directly.
+        "transport": SignInTransport(
+            _ssl_context(settings.ca_bundle),
+            connection_timeout=pipeline["connection_timeout"],
+            read_timeout=pipeline["read_timeout"],
+        ),
         **(pipeline_options or {}),
     }
-    if settings.ca_bundle is not None:
-        common["connection_verify"] = str(settings.ca_bundle)
     if settings.method == "secret":
         if not settings.client_secret:
             raise ValueError("a client secret is required for method 'secret'")
@@ -141,6 +149,28 @@ def make_credential(
     if settings.client_id:
         kwargs["client_id"] = settings.client_id
     return ManagedIdentityCredential(**kwargs)
+
+
+class SignInTransport(AioHttpTransport):  # type: ignore[misc]  # azure-core imports it lazily (Any)
+    """azure-core's aiohttp transport for token requests, on a TLS context of the auditor's choosing.
+
+    The session is made as azure-core makes its own (proxy from the environment, no cookies, bodies left
+    compressed), only with a connector that verifies against `context`.
+    """
+
+    def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._context = context
+
+    async def open(self) -> None:
+        if getattr(self, "session", None) is None and not self._has_been_opened:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._context),
+                trust_env=True,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+            )
+        await super().open()
 
 
 def _token_pipeline(settings: ConnectionSettings) -> dict[str, Any]:

@@ -69,6 +69,7 @@ async def test_permissions_in_token_follow_each_tenants_consent(sim: GraphSimula
 async def test_sign_in_failures_answer_like_entra(
     sim: GraphSimulator, tenant: str, overrides: dict[str, object], error: str, aadsts: str
 ) -> None:
+    overrides = dict(overrides)  # the parameters are shared by every run of this test in the process
     app = str(overrides.pop("app", "auditor"))
     previous = overrides.pop("previous", False)
     settings = settings_for(sim, tenant, app=app, **overrides)
