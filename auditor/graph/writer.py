@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from azure.core.exceptions import ClientAuthenticationError
+from kiota_abstractions.api_error import APIError
 from kiota_abstractions.request_information import RequestInformation
 from kiota_http.middleware.options import HeadersInspectionHandlerOption, RetryHandlerOption
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
@@ -98,6 +100,18 @@ class RoleAssignmentWriter:
             return WriteAnswer(
                 status, None, request_id, code, message, retry_after_seconds(exc.response_headers)
             )
+        except APIError as exc:
+            # An answer that is not Graph's JSON error envelope, e.g. a gateway's HTML page on a 502/503: the
+            # SDK cannot parse it, so only its status is known. A 5xx may have been applied: re-read first.
+            status = exc.response_status_code or 0
+            return WriteAnswer(
+                status,
+                None,
+                _header(exc.response_headers, "request-id"),
+                None,
+                f"{status} answer without Graph's error body (e.g. a gateway's error page)",
+                retry_after_seconds(exc.response_headers),
+            )
         except (httpx.TransportError, OSError) as exc:
             return WriteAnswer(0, message=f"no answer: {type(exc).__name__}: {exc}")
         except ClientAuthenticationError as exc:
@@ -114,9 +128,12 @@ class RoleAssignmentWriter:
 def _request_id(exc: ODataError) -> str | None:
     if exc.error is not None and exc.error.inner_error is not None and exc.error.inner_error.request_id:
         return str(exc.error.inner_error.request_id)
-    headers = exc.response_headers
-    if headers is not None:
-        value = headers.get("request-id")
-        if value:
-            return str(next(iter(value))) if isinstance(value, (set, list, tuple)) else str(value)
+    return _header(exc.response_headers, "request-id")
+
+
+def _header(headers: Any, name: str) -> str | None:
+    """One value of a response header as kiota hands them over (a set of values per name)."""
+    value = headers.get(name) if headers is not None else None
+    if value:
+        return str(next(iter(value))) if isinstance(value, (set, list, tuple)) else str(value)
     return None

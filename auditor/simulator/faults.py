@@ -116,6 +116,11 @@ class FaultRule:
     delay_seconds: float = 0.0
     times: int = 1
     in_batch: bool | None = None  # None: top-level and batch items alike
+    # Answer with a gateway's HTML page instead of Graph's JSON error envelope (a top-level request only).
+    # Graph has answered 503s with an HTML body during incidents, which the SDKs cannot parse: field
+    # reports in microsoft/kiota-java#1683 ("status code 503, with some html error message"),
+    # microsoftgraph/msgraph-sdk-dotnet#2803 and #3009 ("Content type text/html does not have a factory").
+    html: bool = False
     hits: int = 0
 
     def matches(self, route: str, method: str, tenant_id: str | None, in_batch: bool) -> bool:
@@ -127,6 +132,8 @@ class FaultRule:
             return False
         if self.tenant_id is not None and (tenant_id or "").lower() != self.tenant_id.lower():
             return False
+        if self.html and in_batch:
+            return False  # a gateway answers for the whole HTTP request, never for one $batch item
         return self.in_batch is None or self.in_batch == in_batch
 
 

@@ -107,6 +107,10 @@ class Reply:
     fault: str | None = None
 
 
+class HtmlPage(str):
+    """A reply body served as text/html (a gateway's error page), not as Graph's JSON."""
+
+
 class GraphError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -623,9 +627,15 @@ class GraphService:
         if fault_rule.reset:
             return Reply(0, reset=True, delay=fault_rule.delay_seconds, fault="rule-reset")
         headers = {"Retry-After": str(fault_rule.retry_after)} if fault_rule.retry_after is not None else {}
+        body: Any = error_body(fault_rule.code, fault_rule.message, "")
+        if fault_rule.html:
+            body = HtmlPage(
+                f"<!DOCTYPE html><html><head><title>{fault_rule.status} {fault_rule.code}</title></head>"
+                f"<body><h1>{fault_rule.message}</h1></body></html>"
+            )
         return Reply(
             fault_rule.status,
-            error_body(fault_rule.code, fault_rule.message, ""),
+            body,
             headers,
             delay=fault_rule.delay_seconds,
             fault="rule",

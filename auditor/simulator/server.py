@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .faults import FaultProfile, FaultRule, Observer, RequestRecord
-from .graph import GraphService, Reply, error_body
+from .graph import GraphService, HtmlPage, Reply, error_body
 from .identity import IdentityService, TokenError
 from .tls import make_client_certificate, make_server_tls
 from .world import World, thumbprint
@@ -425,6 +425,10 @@ class GraphSimulator:
         if reply.body is None:
             return web.Response(status=reply.status, headers=out_headers)
         answer = reply.body
+        if isinstance(answer, HtmlPage):
+            return web.Response(
+                text=answer, status=reply.status, headers=out_headers, content_type="text/html"
+            )
         if self.next_link_origin and isinstance(answer, dict) and "@odata.nextLink" in answer:
             # Not something Graph does (its links point back at Graph): an answer rewritten on the way, for
             # tests that prove the client keeps its token away from another host.

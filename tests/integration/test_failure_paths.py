@@ -402,6 +402,31 @@ async def test_a_5xx_without_retry_after_is_retried_after_a_back_off(
     assert sent[1].time - sent[0].time >= 0.45
 
 
+async def test_a_gateway_s_html_page_instead_of_graph_s_json_is_retried_like_any_5xx(
+    fp_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    # During incidents Graph has answered 503 with an HTML page (see FaultRule.html for the reports).
+    fp_sim.add_fault_rule(
+        FaultRule(route="users.list", tenant_id=TENANT_IDS["healthy"], status=503, html=True)
+    )
+    result = await audit(fp_sim, tmp_path, "healthy")
+    assert_healthy(result)
+    assert [r.status for r in records(fp_sim, "healthy", "users.list")] == [503, 200]
+
+
+async def test_html_pages_that_persist_are_an_error_naming_the_status_not_a_verdict(
+    fp_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    fp_sim.add_fault_rule(
+        FaultRule(route="users.list", tenant_id=TENANT_IDS["healthy"], status=502, html=True, times=100)
+    )
+    result = await audit(fp_sim, tmp_path, "healthy", deadline_seconds=3)
+    assert result.status is Status.ERROR and result.error is not None
+    assert "502" in result.error.message, result.error.message
+    assert "<html" not in result.error.message.lower(), "the page itself is not the admin's message"
+    assert result.billing.monthly_cost is None
+
+
 # --- Graph's refusals map to the error an administrator can act on ----------------------------------------
 
 
@@ -619,6 +644,26 @@ async def test_a_503_with_retry_after_is_waited_out_before_the_read_back(
     read_backs = [r for r in records(write_sim, "role-missing", "roleAssignments.list") if r.seq > post.seq]
     assert read_backs, "it read back before deciding"
     assert read_backs[0].time - post.time >= 1.9, "no request before Retry-After has passed"
+    assert vendor_security_readers(write_sim, "role-missing") == 1
+
+
+async def test_a_write_answered_with_a_gateway_s_html_page_is_read_back_not_posted_again(
+    write_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    # The POST was applied, then a gateway answered with its HTML 503 page, which the SDK cannot parse.
+    write_sim.add_fault_rule(
+        FaultRule(
+            route="roleAssignments.create",
+            tenant_id=TENANT_IDS["role-missing"],
+            status=503,
+            html=True,
+            after=True,
+        )
+    )
+    result = await remediate(write_sim, tmp_path, "role-missing")
+    assert result.remediation is not None and result.remediation.action is A.CREATED, result.remediation
+    [post] = records(write_sim, "role-missing", "roleAssignments.create")
+    assert post.status == 503
     assert vendor_security_readers(write_sim, "role-missing") == 1
 
 
