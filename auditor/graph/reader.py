@@ -382,7 +382,8 @@ class GraphReader:
         request_id = None
         if exc.error is not None and exc.error.inner_error is not None:
             request_id = exc.error.inner_error.request_id
-        what = f"Graph answered {status} {code or ''}: {message}".replace("  ", " ")
+        answered = f"Graph answered {status} {code}" if code else f"Graph answered {status}"
+        what = f"{answered}: {message}".replace("  ", " ")
         if status in (401, 403):
             return GraphError(
                 f"{what} (tenant {self.tenant_label}; needs {permission})",

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -1155,7 +1156,7 @@ async def test_a_refusal_without_an_error_object_is_still_a_graph_error() -> Non
     with pytest.raises(GraphError) as info:
         await send(make_reader(), Scripted(refusal))
     assert info.value.code is ErrorCode.GRAPH_ERROR and info.value.status == 400
-    assert info.value.message.startswith("Graph answered 400") and info.value.request_id is None
+    assert info.value.message.startswith("Graph answered 400: ") and info.value.request_id is None
 
 
 async def test_a_graph_message_is_shown_with_single_spaces() -> None:
@@ -1165,6 +1166,16 @@ async def test_a_graph_message_is_shown_with_single_spaces() -> None:
     with pytest.raises(GraphError) as info:
         await send(make_reader(), Scripted(refusal))
     assert info.value.message == "Graph answered 400 BadRequest: Invalid filter clause."
+
+
+@pytest.mark.parametrize("purpose", ["user", "shared", "room", "equipment", "others", "unknownFutureValue"])
+def test_every_purpose_graph_answers_is_kept_even_the_first_time_it_is_seen(purpose: str) -> None:
+    # One first-seen value per run of this test (the reader shares an answer per purpose it has seen).
+    first_seen = f"{purpose}-{uuid.uuid4().hex}"
+    for value in (first_seen, first_seen, purpose):
+        answer = classify_mailbox_item(200, {"value": value})
+        assert answer is not None, "an answer, not a transient failure to ask again"
+        assert (answer.purpose, answer.failure, answer.no_mailbox) == (value, None, False)
 
 
 def test_a_sign_in_message_keeps_its_own_last_letter() -> None:
