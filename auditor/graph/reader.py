@@ -603,21 +603,17 @@ class GraphReader:
         patience or the tenant's time runs out is returned with a `failure`, never dropped, and answers
         already collected are always kept.
         """
-        pending = {uid: 0.0 for uid in user_ids}  # id -> not before (time.monotonic())
-        # The items waiting for their turn, soonest first: (not before, ticket, id). An entry whose ticket is
-        # no longer the id's latest (answered, or rescheduled since) is skipped when it comes up, so taking
+        ids = list(dict.fromkeys(user_ids))
+        pending = set(ids)  # not answered yet (waiting in the queue, or in a $batch in flight)
+        # The items waiting for their turn, soonest first: (not before (time.monotonic()), turn, id); the
+        # turn keeps items due at the same time in the order they came. An item is in the queue at most
+        # once (it is taken out to be asked, and put back only when it must be asked again), so taking
         # the next 20 costs O(20 log n), not a scan of every pending item.
-        tickets = itertools.count()
-        latest: dict[str, int] = {}
-        queue: list[tuple[float, int, str]] = []
-        for uid in pending:
-            latest[uid] = next(tickets)
-            queue.append((0.0, latest[uid], uid))
+        queue: list[tuple[float, int, str]] = [(0.0, turn, uid) for turn, uid in enumerate(ids)]
+        turns = itertools.count(len(ids))
 
         def schedule(uid: str, not_before: float) -> None:
-            pending[uid] = not_before
-            latest[uid] = next(tickets)
-            heapq.heappush(queue, (not_before, latest[uid], uid))
+            heapq.heappush(queue, (not_before, next(turns), uid))
 
         tries: dict[str, _Tries] = {}
         refusals: dict[str, int] = {}
@@ -636,7 +632,7 @@ class GraphReader:
                     failure=f"{why} (kept failing for {self.policy.patience_seconds:g} s)",
                     status=status,
                 )
-                del pending[uid]
+                pending.discard(uid)
                 return
             schedule(uid, now + (delay if delay is not None else self.policy.backoff(t.failed - 1)))
 
@@ -650,7 +646,7 @@ class GraphReader:
                         answers[uid] = MailboxAnswer(
                             purpose=None, failure=f"$batch request kept failing ({exc.code.value})"
                         )
-                        del pending[uid]
+                        pending.discard(uid)
                 return
             # 400, 403, 424...: the envelope was refused, which says nothing about any one mailbox (a
             # $batch POST needs no permission of its own; Graph checks each item's), so a 403 here is
@@ -662,7 +658,7 @@ class GraphReader:
                     answers[uid] = MailboxAnswer(
                         purpose=None, failure=f"{why}, {refusals[uid]} times", status=0
                     )
-                    del pending[uid]
+                    pending.discard(uid)
                 else:
                     schedule(uid, time.monotonic() + self.policy.backoff(refusals[uid] - 1))
 
@@ -697,7 +693,7 @@ class GraphReader:
                         retry_later(uid, f"{status} {code or ''}".strip(), delay, status)
                 else:
                     answers[uid] = answer
-                    del pending[uid]
+                    pending.discard(uid)
 
         in_flight: set[str] = set()
         # Set when a chunk comes back (its items may be ready again); replaced, never cleared, so that a
@@ -711,15 +707,8 @@ class GraphReader:
                 event = changed[0]
                 now = time.monotonic()
                 chunk: list[str] = []
-                while queue and len(chunk) < BATCH_LIMIT:
-                    not_before, ticket, uid = queue[0]
-                    if uid not in pending or latest.get(uid) != ticket:
-                        heapq.heappop(queue)  # answered or rescheduled since
-                    elif not_before <= now:
-                        heapq.heappop(queue)
-                        chunk.append(uid)
-                    else:
-                        break
+                while queue and len(chunk) < BATCH_LIMIT and queue[0][0] <= now:
+                    chunk.append(heapq.heappop(queue)[2])
                 if chunk:
                     in_flight.update(chunk)
                     try:
@@ -741,8 +730,9 @@ class GraphReader:
         await asyncio.gather(*(worker() for _ in range(MAILBOX_BATCHES_IN_FLIGHT)))
         if pending:  # the tenant's time ran out
             why = f"not answered before the tenant's time ran out ({self._budget_name()})"
-            for uid in pending:
-                answers[uid] = MailboxAnswer(purpose=None, failure=why)
+            for uid in ids:
+                if uid in pending:
+                    answers[uid] = MailboxAnswer(purpose=None, failure=why)
         return answers
 
 

@@ -149,6 +149,24 @@ async def test_a_throttled_item_is_asked_again_after_its_own_retry_after() -> No
     assert len(reader.times_asked("calm")) == 1, "only the throttled item goes again"
 
 
+async def test_an_item_waiting_for_its_retry_after_costs_no_cpu_meanwhile() -> None:
+    # A thousand tenants are audited on a couple of cores: a wait is a sleep, never a loop that polls.
+    def answer(uid: str, times: int) -> dict[str, Any]:
+        return error(429, "ApplicationThrottled", {"Retry-After": "1"}) if times == 0 else ok("user")
+
+    cpu = time.process_time()
+    answers, reader = await purposes(answer, ["busy"])
+    assert answers == {"busy": MailboxAnswer("user")} and len(reader.times_asked("busy")) == 2
+    assert time.process_time() - cpu < 0.4, "a second's wait took that much CPU"
+
+
+async def test_mailboxes_are_asked_in_the_order_they_were_listed() -> None:
+    users = ["zeta", "alpha", "mike", "bravo"]
+    answers, reader = await purposes(lambda uid, times: ok("user"), [*users, "alpha"])
+    assert [uid for _, uid in reader.asked] == users, "in the order listed, each once"
+    assert list(answers) == users
+
+
 async def test_a_5xx_item_is_asked_again_after_a_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
     # full-jitter back-off draws uniform(0, ceiling): pinned to the ceiling (0.5 s), so "none" shows
     monkeypatch.setattr("auditor.graph.reader.random.uniform", lambda low, high: high)
