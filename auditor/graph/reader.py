@@ -234,7 +234,7 @@ class GraphReader:
         build: Callable[[], RequestInformation],
         permission: str,
         *,
-        via: Callable[[RequestInformation], Awaitable[bytes | None]] | None = None,
+        via: Callable[[], Awaitable[bytes | None]] | None = None,
     ) -> dict[str, Any]:
         """Send a request (built afresh for every attempt) and return its JSON body.
 
@@ -257,7 +257,7 @@ class GraphReader:
             try:
                 async with scope:
                     if via is not None:
-                        raw = await via(info)
+                        raw = await via()
                     elif self._lean is not None:
                         raw = await self._lean.send(info)
                     else:
@@ -589,7 +589,7 @@ class GraphReader:
             info.url = url
             return info
 
-        async def via(info: RequestInformation) -> bytes | None:
+        async def via() -> bytes | None:
             return await lean.post_json(url, payload)
 
         body = await self.send(build, permission, via=via)

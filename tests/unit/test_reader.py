@@ -307,7 +307,7 @@ class Scripted:
         self.script = list(script)
         self.at: list[float] = []
 
-    async def __call__(self, info: Any) -> bytes | None:
+    async def __call__(self) -> bytes | None:
         step = self.script[min(len(self.at), len(self.script) - 1)]
         self.at.append(time.monotonic())
         if isinstance(step, BaseException):
