@@ -120,7 +120,8 @@ def test_a_database_from_a_newer_version_is_refused(db: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(HistoryError, match="newer than this auditor understands") as caught:
         HistoryStore.open(db)
-    assert caught.value.exit_code == 2 and "Upgrade" in str(caught.value)
+    assert caught.value.exit_code == 2
+    assert caught.value.hint == "Upgrade uss-auditor, or point [history] path at another file."
 
 
 @pytest.mark.parametrize(
@@ -398,6 +399,7 @@ def sqlite_error(text: str, name: str | None = None) -> sqlite3.Error:
     ("name", "detail", "expected"),
     [
         ("SQLITE_NOTADB", "file is not a database", NOT_A_DB),
+        ("SQLITE_NOTADB", "x", NOT_A_DB),  # the error name alone decides, whatever the text
         (None, "File is NOT A DATABASE", NOT_A_DB),
         ("SQLITE_CORRUPT", "database disk image is malformed", DAMAGED),
         ("SQLITE_CORRUPT_INDEX", "index is broken", DAMAGED),
@@ -408,6 +410,7 @@ def sqlite_error(text: str, name: str | None = None) -> sqlite3.Error:
         ("SQLITE_AUTH", "not authorized", READ_ONLY),
         (None, "attempt to write a READONLY database", READ_ONLY),
         ("SQLITE_FULL", "database or disk is full", FULL),
+        ("SQLITE_FULL", "x", FULL),
         (None, "database or DISK IS FULL", FULL),
         ("SQLITE_CANTOPEN", "unable to open database file", CANNOT_OPEN),
         ("SQLITE_CANTOPEN_ISDIR", "x", CANNOT_OPEN),
@@ -418,6 +421,7 @@ def sqlite_error(text: str, name: str | None = None) -> sqlite3.Error:
         ("SQLITE_BUSY", "database is locked", LOCKED),
         ("SQLITE_BUSY_SNAPSHOT", "x", LOCKED),
         ("SQLITE_LOCKED", "database table is locked", LOCKED),
+        ("SQLITE_LOCKED_SHAREDCACHE", "x", LOCKED),
         (None, "database is LOCKED", LOCKED),
         ("SQLITE_ERROR", "no such table: runs", OTHER),
         ("SQLITE_CONSTRAINT", "UNIQUE constraint failed", OTHER),
@@ -451,6 +455,32 @@ def test_a_history_that_cannot_be_created_says_where_and_why(tmp_path: Path) -> 
     assert absent.value.message == f"no history database at {missing}"
     assert absent.value.hint == "`auditor audit` creates it on its first run."
     assert not missing.parent.exists()  # a reader creates nothing
+
+
+def test_a_history_path_that_is_a_directory_is_refused_as_unopenable(tmp_path: Path) -> None:
+    folder = tmp_path / "history.sqlite"
+    folder.mkdir()
+    with pytest.raises(HistoryError) as caught:
+        HistoryStore.open(folder)
+    assert caught.value.message == f"cannot open the history database {folder} (unable to open database file)"
+    assert caught.value.hint == (
+        "Check that its directory exists and that the user running the auditor may write there."
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_a_write_waits_for_another_writer_only_as_long_as_the_busy_timeout(db: Path) -> None:
+    HistoryStore.open(db).close()
+    with raw(db) as other, HistoryStore.open(db, busy_timeout=0.2) as store:
+        other.execute("BEGIN IMMEDIATE")  # e.g. an sqlite3 shell in the middle of a write
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            store.record(run(T0, tenant(CONTOSO, Status.COMPLIANT), run_id="blocked"))
+        waited = time.monotonic() - started
+        other.execute("ROLLBACK")
+        assert 0.15 <= waited < 3.0  # SQLite's own default would wait 5 s
+        store.record(run(T0, tenant(CONTOSO, Status.COMPLIANT), run_id="blocked"))
+        assert store.has_run("blocked")
 
 
 def test_a_new_history_is_created_with_its_directories_and_private_mode(tmp_path: Path) -> None:
@@ -549,22 +579,34 @@ def test_a_database_from_someone_else_is_refused_with_what_to_do(db: Path) -> No
 
 
 def test_a_stored_census_is_kept_per_tenant_whatever_the_case_of_its_id(
-    store: HistoryStore, db: Path
+    store: HistoryStore, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert store.load_census(CONTOSO) is None
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # updated_at is UTC whatever the machine's zone
+    time.tzset()
+    try:
+        _census_round_trip(store, db)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def _census_round_trip(store: HistoryStore, db: Path) -> None:
+    # Tenant ids with letters, stored lower-case and found whatever the case they are asked with.
+    contoso, fabrikam = "c0ffee00-aaaa-4bbb-8ccc-dddddddddddd", "fab00000-eeee-4fff-8aaa-bbbbbbbbbbbb"
+    assert store.load_census(contoso) is None
     store.save_census(
-        CONTOSO.upper(), 3, "https://graph/delta?token=1", "2024-05-01T01:00:00+00:00", b"\x01zip"
+        contoso.upper(), 3, "https://graph/delta?token=1", "2024-05-01T01:00:00+00:00", b"\x01zip"
     )
-    store.save_census(FABRIKAM, 3, "https://graph/delta?token=f", "2024-05-02T01:00:00+00:00", b"\x02")
-    assert store.load_census(CONTOSO) == (
+    store.save_census(fabrikam, 3, "https://graph/delta?token=f", "2024-05-02T01:00:00+00:00", b"\x02")
+    assert store.load_census(contoso) == (
         3,
         "https://graph/delta?token=1",
         "2024-05-01T01:00:00+00:00",
         b"\x01zip",
     )
     before = datetime.now(UTC)
-    store.save_census(CONTOSO, 4, "https://graph/delta?token=2", "2024-05-03T01:00:00+00:00", b"\x03")
-    assert store.load_census(CONTOSO.upper()) == (
+    store.save_census(contoso, 4, "https://graph/delta?token=2", "2024-05-03T01:00:00+00:00", b"\x03")
+    assert store.load_census(contoso.upper()) == (
         4,
         "https://graph/delta?token=2",
         "2024-05-03T01:00:00+00:00",
@@ -572,12 +614,12 @@ def test_a_stored_census_is_kept_per_tenant_whatever_the_case_of_its_id(
     )
     with raw(db) as conn:
         rows = conn.execute("SELECT tenant_id, updated_at FROM census_state ORDER BY tenant_id").fetchall()
-    assert [r[0] for r in rows] == [CONTOSO, FABRIKAM]  # one row per tenant, stored lower-case
+    assert [r[0] for r in rows] == [contoso, fabrikam]  # one row per tenant, stored lower-case
     updated = datetime.fromisoformat(rows[0][1])
     assert updated.utcoffset() == timedelta(0) and before <= updated <= datetime.now(UTC)
-    store.forget_census(CONTOSO.upper())
-    assert store.load_census(CONTOSO) is None
-    assert store.load_census(FABRIKAM) is not None  # the other tenant's is kept
+    store.forget_census(contoso.upper())
+    assert store.load_census(contoso) is None
+    assert store.load_census(fabrikam) is not None  # the other tenant's is kept
 
 
 # --- reading back -------------------------------------------------------------------------------------------
@@ -646,6 +688,7 @@ def test_times_are_stored_in_utc_so_that_text_order_is_time_order(
         paris = timezone(timedelta(hours=2))
         early = datetime(2024, 5, 2, 1, 0, tzinfo=paris)  # 2024-05-01 23:00 UTC
         late = datetime(2024, 5, 1, 23, 30)  # naive: taken as UTC
+        before = datetime.now(UTC)
         store.record(run(late, tenant(CONTOSO, Status.COMPLIANT), run_id="late"))
         store.record(run(early, tenant(CONTOSO, Status.COMPLIANT), run_id="early"))
         assert [r.run_id for r in store.runs()] == ["late", "early"]
@@ -653,6 +696,9 @@ def test_times_are_stored_in_utc_so_that_text_order_is_time_order(
         with raw(db) as conn:
             stored = [s for (s,) in conn.execute("SELECT started_at FROM runs ORDER BY seq")]
         assert stored == ["2024-05-01T23:30:00.000000+00:00", "2024-05-01T23:00:00.000000+00:00"]
+        with raw(db) as conn:
+            recorded = [datetime.fromisoformat(s) for (s,) in conn.execute("SELECT recorded_at FROM runs")]
+        assert all(r.utcoffset() == timedelta(0) and before <= r <= datetime.now(UTC) for r in recorded)
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -721,6 +767,17 @@ def test_insights_read_back_every_observation(store: HistoryStore) -> None:
     assert first.previous_run_id is None and first.previous_run_at is None
     first_contoso = first.for_tenant(CONTOSO)
     assert first_contoso is not None and first_contoso.new_shared_mailboxes == ()  # the baseline: none new
+
+
+def test_a_gap_whose_cost_was_unknown_until_this_run_accrues_a_minimum(store: HistoryStore) -> None:
+    # The first night could not count the mailboxes (cost unknown); tonight's cost is known. The gap's
+    # accrued cost is then a known minimum (0.00 so far, flagged incomplete), not "unknown".
+    store.record(run(T0, tenant(CONTOSO, Status.NON_COMPLIANT, shared=None), run_id="r1"))
+    store.record(run(T0 + DAY, tenant(CONTOSO, Status.NON_COMPLIANT), run_id="r2"))
+    contoso = store.insights("r2").for_tenant(CONTOSO)
+    assert contoso is not None and contoso.open_gap is not None
+    gap = contoso.open_gap
+    assert (gap.first_seen, gap.runs, gap.accrued_cost, gap.cost_complete) == (T0, 2, 0.0, False)
 
 
 def test_a_verdict_this_version_cannot_read_is_left_out_and_warned_about_once(

@@ -8,6 +8,7 @@ app may not read it".
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from auditor.census import CensusBook
 from auditor.collect import TenantAuditor
 from auditor.config import AuditConfig, TenantConfig, parse_config
 from auditor.deadline import tenant_deadline
@@ -188,10 +190,12 @@ async def audit(
     deadline_seconds: float | None = None,
     sent: list[str] | None = None,
     sent_at: list[tuple[float, str]] | None = None,
+    census: CensusBook | None = None,
 ) -> TenantResult:
     """Audit one tenant; `sent` collects the path of every request as the client sends it, `sent_at` the
     same with the time (time.monotonic()) it was sent; `deadline_seconds` is the tenant's time, as the fleet
-    runner sets it from run.tenant_timeout_seconds."""
+    runner sets it from run.tenant_timeout_seconds; `census` the run's stored censuses (None: full reads
+    without history)."""
     config = make_config(sim, tmp_path)
 
     async def on_request(request: httpx.Request) -> None:
@@ -205,7 +209,7 @@ async def audit(
             settings = replace(settings, timeout_seconds=timeout_seconds)
         return open_session(settings, event_hooks={"request": [on_request]})
 
-    auditor = TenantAuditor(config, session_factory=sessions)
+    auditor = TenantAuditor(config, session_factory=sessions, census=census)
     if deadline_seconds is None:
         return await auditor(tenant_config(config, key))
     with tenant_deadline(deadline_seconds):
@@ -256,6 +260,43 @@ async def test_every_mailbox_answering_403_is_a_missing_permission_not_a_partial
     # an error never hides as zero: the billing of a tenant that could not be judged is unknown
     assert result.billing.monthly_cost is None
     assert len(records(fp_sim, "mailbox-denied", "mailboxSettings.userPurpose")) == 5
+
+
+async def test_with_history_on_every_mailbox_answering_403_names_the_tenant_and_the_app(
+    fp_sim: GraphSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The census through the history's path (here: no stored census, so a full read), as `auditor audit`
+    # runs it with history on. The admin reads which tenant refused and which app needs the permission.
+    caplog.set_level(logging.INFO, logger="auditor.census")
+    result = await audit(fp_sim, tmp_path, "mailbox-denied", census=CensusBook(None))
+    label = tenant_config(make_config(fp_sim, tmp_path), "mailbox-denied").label
+    client_id = next(a for a in fp_sim.world.apps.values() if a.env_prefix == ENV_PREFIX).client_id
+    assert result.status is Status.ERROR
+    assert result.error is not None and result.error.code is ErrorCode.PERMISSION_DENIED
+    assert result.error.message == (
+        f"Every mailbox in tenant {label} answered 403 ErrorAccessDenied; needs MailboxSettings.Read"
+    )
+    assert result.error.hint == (
+        f"Grant the Microsoft Graph application permission MailboxSettings.Read to the auditor app (client id "
+        f"{client_id}) and have an administrator of tenant {label} grant admin consent, then re-run."
+    )
+    assert f"{label}: full census read (history is not available)" in caplog.messages
+
+
+async def test_the_audit_clock_is_utc_whatever_the_machines_time_zone(
+    fp_sim: GraphSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A machine twelve hours behind UTC: a role that ends in 29 days (less the seconds since the fixture
+    # was built) has 28 whole days left, not 29.
+    monkeypatch.setenv("TZ", "Etc/GMT+12")
+    time.tzset()
+    try:
+        result = await audit(fp_sim, tmp_path, "expires-29")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    (expiring,) = result.findings
+    assert expiring.code is F.ROLE_EXPIRING and "UTC (28 days):" in expiring.message
 
 
 async def test_a_batch_item_missing_from_the_answer_is_asked_again_never_dropped(

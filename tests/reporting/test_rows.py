@@ -866,3 +866,27 @@ def test_a_census_not_read_is_not_applicable_unless_the_audit_failed(hostile_run
         CheckOutcome.NOT_APPLICABLE,
         "Mailboxes were not classified.",
     )
+
+
+def test_a_failed_audit_still_lists_the_findings_behind_each_unconfirmed_check(
+    hostile_run: RunResult,
+) -> None:
+    # Lucerne: the roles were read (PIM unavailable), then a later read failed, so the tenant is an error.
+    # The report reader still sees the PIM finding under the role check, and a mailbox finding under the
+    # census check even when the census itself is gone.
+    lucerne = _tenant(hostile_run, "Lucerne Publishing")
+    pim = next(f for f in lucerne.findings if f.code is FindingCode.PIM_UNAVAILABLE)
+    incomplete = Finding(
+        FindingCode.MAILBOX_SCAN_INCOMPLETE, Severity.MEDIUM, "3 users could not be classified."
+    )
+    failed = replace(
+        lucerne,
+        status=Status.ERROR,
+        findings=(pim, incomplete),
+        mailboxes=None,
+        billing=Billing(None, lucerne.billing.price_per_mailbox, None, lucerne.billing.currency),
+    )
+    found = [(c.name, c.outcome.value, c.evidence, c.findings) for c in rows.tenant_checks(failed)]
+    assert found[2] == (ROLE, "unknown", FAILED, (pim,))
+    assert found[3] == (EXCHANGE, "unknown", FAILED, ())
+    assert found[4] == ("Mailbox census", "unknown", "Mailboxes were not classified.", (incomplete,))

@@ -162,6 +162,13 @@ def test_a_config_error_over_several_lines_is_printed_on_one() -> None:
     assert str(ConfigError("bad\nvalue", fix="set it\nagain")) == "config: bad value. Fix: set it again"
 
 
+def test_a_config_error_keeps_its_last_word_and_ends_with_one_full_stop() -> None:
+    # Only trailing dots and spaces are dropped before the full stop, never the letters of a value.
+    assert str(ConfigError("currency must be an ISO 4217 code, not XXX. ")) == (
+        "config: currency must be an ISO 4217 code, not XXX."
+    )
+
+
 def test_usage_errors_are_config_errors_with_exit_code_2() -> None:
     error = UsageError("--yes needs --remediate", hint="Add --remediate.")
     assert (error.code, error.exit_code, error.hint) == (ErrorCode.CONFIG_ERROR, 2, "Add --remediate.")

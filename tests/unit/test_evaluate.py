@@ -32,6 +32,7 @@ from auditor.model import (
     FindingCode,
     GroupRecord,
     IdentificationMethod,
+    IdentifiedServicePrincipal,
     MailboxCensus,
     MailboxPurpose,
     Remediation,
@@ -1040,3 +1041,127 @@ def test_tenant_error_redacts_secrets(text: str) -> None:
         redact("AADSTS7000215: Invalid client secret provided.")
         == "AADSTS7000215: Invalid client secret provided."
     )
+
+
+# --- the exact texts an admin reads ---------------------------------------------------------------------
+
+CONTOSO_LABEL = f"Contoso ({TENANT_ID})"
+SP_LABEL = f"'USS AzureAD' (object id {SP_ID}, appId {VENDOR_APP_ID})"
+OTHER_GROUP = "99999999-0000-0000-0000-000000000009"
+PIM_ERROR = TenantError(
+    ErrorCode.PERMISSION_DENIED,
+    "Graph answered 403 for roleEligibilityScheduleInstances X.",
+    "Grant RoleEligibilitySchedule.Read.Directory to app X.",
+)
+NOT_COLLECTED = "This is a bug in the auditor; please report it with the log."
+
+
+def _first_finding(result: TenantResult, code: FindingCode) -> str:
+    return next(f.message for f in result.findings if f.code is code)
+
+
+def _error_text(result: TenantResult) -> str:
+    """The error as the reports show it: code, message and hint."""
+    assert result.status is Status.ERROR and result.error is not None
+    return f"{result.error.code.value}: {result.error.message} ({result.error.hint})"
+
+
+TEXT_CASES: list[tuple[str, Any, str]] = [
+    (
+        "ambiguous: every contender listed, separated by semicolons",
+        lambda: (
+            identify_service_principal(
+                [VENDOR, THIRD_PARTY], VendorSettings(), TENANT_ID, tenant_name="Contoso"
+            )
+            .findings[0]
+            .message
+        ),
+        f"2 service principals named 'USS AzureAD' match the config in tenant {CONTOSO_LABEL} and the config "
+        f"does not say which is the vendor's (object id {SP_ID}, appId {VENDOR_APP_ID}, published by "
+        f"{PUBLISHER}; object id third, appId third-app, published by {OTHER_ORG}). Nothing was judged or "
+        f'remediated. Fix: set vendor.app_id = "<the vendor app\'s appId>" in the config (ask the vendor, or '
+        f"check which one the USS portal shows), then re-run.",
+    ),
+    (
+        "not found, the tenant named by its id when no name is given",
+        lambda: (
+            identify_service_principal([], VendorSettings(app_id=VENDOR_APP_ID), TENANT_ID)
+            .findings[0]
+            .message
+        ),
+        f"No service principal of the vendor app ('USS AzureAD', appId {VENDOR_APP_ID}) exists in tenant "
+        f"{TENANT_ID}: the USS connection was never made or was removed, so USS does not sync or bill this "
+        f"tenant. Searched: servicePrincipals where appId eq '{VENDOR_APP_ID}' or displayName eq 'USS AzureAD'. "
+        f"If this tenant should be protected by USS, connect it from the USS portal, then re-run.",
+    ),
+    (
+        "held through two groups, named or not, separated by commas",
+        lambda: _first_finding(
+            evaluate(
+                snapshot(
+                    roles=RoleEvidence(
+                        active=(
+                            sr(principal=GROUP_ID, via_group=GROUP_ID),
+                            sr(principal=OTHER_GROUP, via_group=OTHER_GROUP),
+                        ),
+                        groups=(GroupRecord(GROUP_ID, "USS role holders", True),),
+                        pim_available=True,
+                    )
+                ),
+                PINNED,
+                NOW,
+            ),
+            FindingCode.ROLE_VIA_GROUP,
+        ),
+        f"{SP_LABEL} in tenant {CONTOSO_LABEL} holds Security Reader ({SECURITY_READER_ROLE_ID}) only through "
+        f"group membership (group {OTHER_GROUP}, 'USS role holders' ({GROUP_ID})). This counts as compliant, "
+        f"but it is not documented that a service principal's directory permissions flow through a group, and "
+        f"it breaks if the membership changes. Recommended: also assign the role to the service principal "
+        f"directly. Fix: Entra admin center > Roles and administrators > Security Reader > Add assignments: "
+        f"select 'USS AzureAD', assignment type Active, Permanently assigned, scope Directory (or run `auditor "
+        f"audit --remediate`).",
+    ),
+    (
+        "PIM reads failed: the error and its hint quoted whole, one full stop each",
+        lambda: _first_finding(
+            evaluate(
+                snapshot(roles=RoleEvidence(active=(sr(),), pim_available=None, pim_error=PIM_ERROR)),
+                PINNED,
+                NOW,
+            ),
+            FindingCode.PIM_UNAVAILABLE,
+        ),
+        f"Privileged Identity Management data is not available in tenant {CONTOSO_LABEL}: the PIM reads failed "
+        f"(PERMISSION_DENIED: Graph answered 403 for roleEligibilityScheduleInstances X). Grant "
+        f"RoleEligibilitySchedule.Read.Directory to app X. Eligible-only and time-bound Security Reader "
+        f"assignments could not be checked; the verdict relies on active role assignments, which were read.",
+    ),
+    (
+        "the service principal lookup missing from the snapshot",
+        lambda: _error_text(evaluate(replace(snapshot(), service_principals=None), PINNED, NOW)),
+        f"INTERNAL_ERROR: the service principal lookup was not collected ({NOT_COLLECTED})",
+    ),
+    (
+        "the role assignments missing from the snapshot",
+        lambda: _error_text(evaluate(snapshot(roles=None), PINNED, NOW)),
+        f"INTERNAL_ERROR: the vendor service principal's role assignments were not collected ({NOT_COLLECTED})",
+    ),
+    (
+        "the Exchange app roles missing from the snapshot",
+        lambda: _error_text(evaluate(snapshot(exchange=None), PINNED, NOW)),
+        f"INTERNAL_ERROR: the vendor service principal's Exchange app roles were not collected "
+        f"({NOT_COLLECTED})",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in TEXT_CASES], ids=[c[0] for c in TEXT_CASES])
+def test_the_exact_texts_an_admin_reads(text: Any, expected: str) -> None:
+    assert text() == expected
+
+
+def test_the_match_invariant_names_itself() -> None:
+    with pytest.raises(ValueError, match=r"^identified must be set exactly when the outcome is IDENTIFIED$"):
+        ServicePrincipalMatch(
+            MatchOutcome.NOT_FOUND, identified=IdentifiedServicePrincipal(VENDOR, IdentificationMethod.APP_ID)
+        )

@@ -36,6 +36,16 @@ def tenant(remediate: bool = True) -> TenantConfig:
 
 
 MISSING = RoleEvidence(active=(), pim_available=True)
+# What the plan says for each tenant, as the plan printout, the reports and the journal show it.
+NOT_AUDITED = "refused: the tenant could not be audited, so nothing is written there"
+AMBIGUOUS = "refused: several apps look like the vendor's; pin vendor.app_id in the config to say which one"
+NEVER_CONNECTED = "nothing to do: the USS AzureAD connection was never made here"
+FOR_AN_ADMIN = "nothing the tool may fix: the remaining gaps (see findings) need an administrator"
+ALREADY_HELD = "nothing to do: Security Reader is already held at '/'"
+REFUSED_BY_CONFIG = "refused: remediate = false for this tenant in the config"
+OWN_REGISTRATION = (
+    "refused: the target is registered inside the tenant itself (a look-alike), not the vendor's app"
+)
 CASES: list[tuple[str, dict[str, Any], EvaluationSettings, bool, RemediationAction, str]] = [
     ("role missing", {"roles": MISSING}, PINNED, True, RemediationAction.PLANNED, "planned"),
     (
@@ -46,16 +56,16 @@ CASES: list[tuple[str, dict[str, Any], EvaluationSettings, bool, RemediationActi
         RemediationAction.PLANNED,
         "planned",
     ),
-    ("remediate = false", {"roles": MISSING}, PINNED, False, RemediationAction.REFUSED, "remediate = false"),
-    ("compliant", {}, PINNED, True, RemediationAction.NONE, "already held"),
-    ("not connected", {"candidates": ()}, PINNED, True, RemediationAction.NONE, "never made"),
+    ("remediate = false", {"roles": MISSING}, PINNED, False, RemediationAction.REFUSED, REFUSED_BY_CONFIG),
+    ("compliant", {}, PINNED, True, RemediationAction.NONE, ALREADY_HELD),
+    ("not connected", {"candidates": ()}, PINNED, True, RemediationAction.NONE, NEVER_CONNECTED),
     (
         "ambiguous",
         {"candidates": (make_sp(id="a", app_id="x1"), make_sp(id="b", app_id="x2")), "roles": MISSING},
         BY_NAME,
         True,
         RemediationAction.REFUSED,
-        "pin vendor.app_id",
+        AMBIGUOUS,
     ),
     (
         "error",
@@ -63,7 +73,7 @@ CASES: list[tuple[str, dict[str, Any], EvaluationSettings, bool, RemediationActi
         PINNED,
         True,
         RemediationAction.REFUSED,
-        "could not be audited",
+        NOT_AUDITED,
     ),
     (
         "only exchange missing",
@@ -71,7 +81,7 @@ CASES: list[tuple[str, dict[str, Any], EvaluationSettings, bool, RemediationActi
         PINNED,
         True,
         RemediationAction.NONE,
-        "need an administrator",
+        FOR_AN_ADMIN,
     ),
     (
         "look-alike only",
@@ -79,7 +89,7 @@ CASES: list[tuple[str, dict[str, Any], EvaluationSettings, bool, RemediationActi
         BY_NAME,
         True,
         RemediationAction.NONE,
-        "never made",
+        NEVER_CONNECTED,
     ),
 ]
 
@@ -98,7 +108,10 @@ def test_plan(
     result = evaluate(snapshot(**facts), settings, NOW)
     [entry] = plan_remediation([result], [tenant(remediate)])
     assert entry.action is action, (name, result.status, entry.detail)
-    assert detail in entry.detail
+    if action is RemediationAction.PLANNED:
+        assert planned_remediation(entry).detail == f"planned: {entry.change}"  # shown by its change
+    else:
+        assert entry.detail == planned_remediation(entry).detail == detail
     assert (entry.target is not None) == (action is RemediationAction.PLANNED)
     if entry.target is not None:
         assert entry.target.id == make_sp().id
@@ -113,7 +126,7 @@ def test_plan_refuses_a_target_registered_in_the_tenant_even_if_identified() -> 
         record=replace(result.service_principal.record, app_owner_organization_id=TENANT_ID),
     )
     [entry] = plan_remediation([replace(result, service_principal=own)], [tenant()])
-    assert entry.action is RemediationAction.REFUSED and "look-alike" in entry.detail
+    assert entry.action is RemediationAction.REFUSED and entry.detail == OWN_REGISTRATION
     assert own.identified_by is IdentificationMethod.APP_ID
 
 
