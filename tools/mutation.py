@@ -365,6 +365,16 @@ def report(names: list[str], *, diff: bool) -> int:
     for name, fig in rows:
         if fig is None:
             continue
+        prefix = MODULES[name].path.removesuffix(".py").replace("/", ".") + ".x"
+        alive = set((fig.survived or []) + (fig.no_tests or []))
+        stale = [m for m in known if m.startswith(prefix) and m not in alive and not fig.pending]
+        if stale:
+            print(
+                f"\nRows of tests/mutation-equivalents.md for {MODULES[name].path} that name no surviving "
+                f"mutant (killed now, or the function changed): {len(stale)}"
+            )
+            for mutant in stale:
+                print(f"  {mutant}")
         survivors = fig.unlisted
         if survivors:
             print(
