@@ -69,6 +69,7 @@ MODULES: dict[str, Module] = {
         (
             "tests/unit/test_evaluate.py",
             "tests/unit/test_evaluate_edges.py",
+            "tests/unit/test_fidelity_logic.py",
             "tests/unit/test_remediation.py",
             "tests/unit/test_runner.py",
             "tests/unit/test_shard.py",

@@ -157,6 +157,14 @@ def test_vendor_filters(vendor: VendorSettings, filters: list[str]) -> None:
     assert describe_vendor_search(vendor) == "servicePrincipals where " + " or ".join(filters)
 
 
+def test_a_vendor_without_any_identifier_is_described_as_no_search() -> None:
+    # The config refuses such a [vendor]; the words still say what is missing should one be built in code.
+    assert vendor_filters(VendorSettings(app_display_name="")) == []
+    assert describe_vendor_search(VendorSettings(app_display_name="")) == (
+        "no vendor search: [vendor] sets no app_id, app_display_name or publisher_tenant_id"
+    )
+
+
 def result(status: Status) -> TenantResult:
     return TenantResult(f"t-{status.value}", "id", status, Billing(0, 1.0, 0.0))
 
