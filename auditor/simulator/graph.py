@@ -629,6 +629,9 @@ class GraphService:
         headers = {"Retry-After": str(fault_rule.retry_after)} if fault_rule.retry_after is not None else {}
         body: Any = error_body(fault_rule.code, fault_rule.message, "")
         if fault_rule.html:
+            # Graph names every answer with a `request-id` response header (learn.microsoft.com/graph/errors:
+            # "the request-id ... in the response header"); a page instead of the JSON error still has one.
+            headers["request-id"] = str(uuid.uuid4())
             body = HtmlPage(
                 f"<!DOCTYPE html><html><head><title>{fault_rule.status} {fault_rule.code}</title></head>"
                 f"<body><h1>{fault_rule.message}</h1></body></html>"

@@ -9,6 +9,8 @@ app may not read it".
 from __future__ import annotations
 
 import logging
+import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -598,6 +600,12 @@ async def remediate(
     return apply_remediation(result, outcomes[tenant.tenant_id])
 
 
+def journal_entries(tmp_path: Path) -> list[dict[str, Any]]:
+    """The lines `remediate` wrote to its journal."""
+    text = (tmp_path / "remediation.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def vendor_security_readers(sim: GraphSimulator, key: str) -> int:
     state = sim.world.tenant(TENANT_IDS[key])
     assert state is not None
@@ -698,13 +706,42 @@ async def test_a_write_answered_with_a_gateway_s_html_page_is_read_back_not_post
             tenant_id=TENANT_IDS["role-missing"],
             status=503,
             html=True,
+            retry_after=2,
             after=True,
         )
     )
     result = await remediate(write_sim, tmp_path, "role-missing")
     assert result.remediation is not None and result.remediation.action is A.CREATED, result.remediation
+    assert result.remediation.detail == "confirmed by reading it back after Graph answered 503"
     [post] = records(write_sim, "role-missing", "roleAssignments.create")
     assert post.status == 503
+    read_backs = [r for r in records(write_sim, "role-missing", "roleAssignments.list") if r.seq > post.seq]
+    assert read_backs[0].time - post.time >= 1.9, "the page's Retry-After was waited out before the read-back"
+    assert vendor_security_readers(write_sim, "role-missing") == 1
+    [create] = [e for e in journal_entries(tmp_path) if e["action"] == "create"]
+    assert (create["outcome"], create["status"]) == ("http_503", 503)
+    assert re.fullmatch(r"[0-9a-f-]{36}", create["request_id"]), "the request-id header, for support"
+    assert create["error"] == "None: 503 answer without Graph's error body (e.g. a gateway's error page)"
+
+
+async def test_a_write_refused_with_a_gateway_s_html_page_is_posted_again_once_reads_show_it_absent(
+    write_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    # Not applied this time: the gateway's 502 came before Graph. The read-back shows nothing, so the
+    # next attempt posts again.
+    write_sim.add_fault_rule(
+        FaultRule(
+            route="roleAssignments.create",
+            tenant_id=TENANT_IDS["role-missing"],
+            status=502,
+            html=True,
+        )
+    )
+    result = await remediate(write_sim, tmp_path, "role-missing", verify_timeout=2.0)
+    assert result.remediation is not None and result.remediation.action is A.CREATED, result.remediation
+    assert result.remediation.detail == "created and read back (after 502 on attempt 1)"
+    posts = records(write_sim, "role-missing", "roleAssignments.create")
+    assert [p.status for p in posts] == [502, 201]
     assert vendor_security_readers(write_sim, "role-missing") == 1
 
 
