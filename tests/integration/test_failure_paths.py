@@ -8,8 +8,8 @@ app may not read it".
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
