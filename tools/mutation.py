@@ -77,7 +77,14 @@ MODULES: dict[str, Module] = {
     ),
     "remediation": Module(
         "auditor/remediation.py",
-        ("tests/unit/test_remediation.py", "tests/unit/test_remediation_edges.py", FAILURE_PATHS),
+        (
+            "tests/unit/test_remediation.py",
+            "tests/unit/test_remediation_edges.py",
+            "tests/unit/test_remediation_replication.py",
+            FAILURE_PATHS,
+            "tests/integration/test_remediation.py",
+            "tests/integration/test_remediation_replication.py",
+        ),
     ),
     "collect": Module(
         "auditor/collect.py",
