@@ -745,6 +745,57 @@ async def test_a_write_refused_with_a_gateway_s_html_page_is_posted_again_once_r
     assert vendor_security_readers(write_sim, "role-missing") == 1
 
 
+async def test_a_write_slower_than_the_request_time_out_is_given_up_on_and_read_back(
+    write_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    # `auditor remediate` passes run.request_timeout_seconds: a POST that hangs is not waited for longer.
+    write_sim.add_fault_rule(
+        FaultRule(
+            route="roleAssignments.create",
+            tenant_id=TENANT_IDS["role-missing"],
+            status=503,
+            delay_seconds=3.0,
+            after=True,
+        )
+    )
+    config = make_config(write_sim, tmp_path)
+    tenant = tenant_config(config, "role-missing")
+    result = await TenantAuditor(config)(tenant)
+    plan = plan_remediation([result], [tenant])
+    outcome = (
+        await apply_plan(plan, Journal(tmp_path / "remediation.jsonl"), verify_timeout=5, request_timeout=0.5)
+    )[tenant.tenant_id]
+    assert outcome.action is A.CREATED, outcome
+    assert outcome.detail == "confirmed by reading it back after Graph answered nothing"
+    assert vendor_security_readers(write_sim, "role-missing") == 1
+
+
+async def test_a_write_refused_with_403_names_the_tenant_and_the_permission_it_needs(
+    write_sim: GraphSimulator, tmp_path: Path
+) -> None:
+    write_sim.add_fault_rule(
+        FaultRule(
+            route="roleAssignments.create",
+            tenant_id=TENANT_IDS["role-missing"],
+            status=403,
+            code="Authorization_RequestDenied",
+            message="Insufficient privileges to complete the operation.",
+        )
+    )
+    config = make_config(write_sim, tmp_path)
+    tenant = tenant_config(config, "role-missing")
+    result = await TenantAuditor(config)(tenant)
+    outcome = (await apply_plan(plan_remediation([result], [tenant]), Journal(tmp_path / "j.jsonl")))[
+        tenant.tenant_id
+    ]
+    assert outcome.action is A.FAILED
+    assert outcome.detail.startswith(
+        f"Graph refused the role assignment in tenant {tenant.label}: 403 Authorization_RequestDenied: "
+        "Insufficient privileges to complete the operation."
+    ), outcome.detail
+    assert "RoleManagement.ReadWrite.Directory" in outcome.detail, outcome.detail
+
+
 async def test_a_refused_re_read_before_writing_fails_naming_the_tenant_and_posts_nothing(
     write_sim: GraphSimulator, tmp_path: Path
 ) -> None:
