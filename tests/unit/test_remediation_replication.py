@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,18 +65,22 @@ class Clock:
 
 
 @pytest.mark.parametrize(
-    ("graph", "action", "posts"),
+    ("make_graph", "action", "posts"),
     [
         # created, readable after three more reads: waited for, confirmed
-        (Replicating([Answer(201, "ra-1")], [True], lag=3), RemediationAction.CREATED, 1),
+        (lambda: Replicating([Answer(201, "ra-1")], [True], lag=3), RemediationAction.CREATED, 1),
         # created, never readable within the verify window: its own outcome, one POST only
-        (Replicating([Answer(201, "ra-1")], [True], lag=None), RemediationAction.CREATED_UNVERIFIED, 1),
+        (
+            lambda: Replicating([Answer(201, "ra-1")], [True], lag=None),
+            RemediationAction.CREATED_UNVERIFIED,
+            1,
+        ),
         # the answer was lost, the write landed and shows after two reads: confirmed, never posted again
-        (Replicating([Answer(0)], [True], lag=2), RemediationAction.CREATED, 1),
+        (lambda: Replicating([Answer(0)], [True], lag=2), RemediationAction.CREATED, 1),
         # lost, landed, and still invisible after the whole window: a second POST only then, which Graph
         # refuses as a conflict: written, not verified (not a failure that invites a third)
         (
-            Replicating(
+            lambda: Replicating(
                 [Answer(0), Answer(400, code="Request_BadRequest", message="A conflicting object")],
                 [True, True],
                 lag=None,
@@ -84,12 +89,17 @@ class Clock:
             2,
         ),
         # a 5xx before anything was applied: absent over the window, so posting again is right
-        (Replicating([Answer(503), Answer(201, "ra-1")], [False, True], lag=0), RemediationAction.CREATED, 2),
+        (
+            lambda: Replicating([Answer(503), Answer(201, "ra-1")], [False, True], lag=0),
+            RemediationAction.CREATED,
+            2,
+        ),
     ],
 )
 async def test_the_read_back_waits_out_replication(
-    graph: Replicating, action: RemediationAction, posts: int, tmp_path: Path
+    make_graph: Callable[[], Replicating], action: RemediationAction, posts: int, tmp_path: Path
 ) -> None:
+    graph = make_graph()  # made afresh: the test may run twice in one process (mutation testing does)
     clock = Clock()
     journal = Journal(tmp_path / "remediation.jsonl")
     outcome = await Applier(graph, graph, journal, sleep=clock.sleep, verify_timeout=20).apply(_entry())
