@@ -108,6 +108,7 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_client.py",
             "tests/unit/test_endpoints.py",
             "tests/unit/test_writer.py",
+            "tests/integration/test_lean_wire.py",
             # Not tests/simulator/test_identity.py: its sign-in table pops keys from its parameters, so it
             # fails when mutmut runs it a second time in one process.
             "tests/integration/test_lean_batch.py",
