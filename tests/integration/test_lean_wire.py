@@ -232,6 +232,23 @@ async def test_a_query_goes_out_byte_for_byte_as_the_sdk_encoded_it(tls: ServerT
     )
 
 
+async def test_a_request_goes_out_with_its_own_method_and_body(tls: ServerTLS) -> None:
+    async with graph(tls, organization) as server, session_for(server.url(), tls) as session:
+        query = read(session, "/directoryObjects/getByIds")
+        query.http_method = Method.POST
+        query.headers.try_add("Content-Type", "application/json")
+        query.content = b'{"ids": ["1"]}'
+        await lean(session).send(query)
+        bare = read(session, "/organization")
+        bare.http_method = None  # a request builder always sets one; without, it is a read
+        await lean(session).send(bare)
+    assert [(seen.method, seen.raw_path, seen.body) for seen in server.seen] == [
+        ("POST", "/v1.0/directoryObjects/getByIds", b'{"ids": ["1"]}'),
+        ("GET", "/v1.0/organization", b""),
+    ]
+    assert server.seen[0].headers["content-type"] == "application/json"
+
+
 async def test_cookies_set_by_the_server_are_not_sent_back(tls: ServerTLS) -> None:
     async def with_cookie(request: web.Request) -> web.StreamResponse:
         answer = web.json_response(ORGANIZATION)
@@ -245,20 +262,23 @@ async def test_cookies_set_by_the_server_are_not_sent_back(tls: ServerTLS) -> No
     assert [seen.headers.get("cookie") for seen in server.seen] == [None, None, None]
 
 
-async def test_a_redirect_is_not_followed_but_raised_with_its_status(tls: ServerTLS) -> None:
+@pytest.mark.parametrize("status", [300, 302, 307])
+async def test_a_redirect_is_not_followed_but_raised_with_its_status(tls: ServerTLS, status: int) -> None:
     async def moved(request: web.Request) -> web.StreamResponse:
         if request.path.endswith("/elsewhere"):
             return web.json_response(ORGANIZATION)
-        raise web.HTTPFound("/v1.0/elsewhere", headers={"request-id": "r-302"})
+        return web.Response(
+            status=status, headers={"Location": "/v1.0/elsewhere", "request-id": f"r-{status}"}
+        )
 
     async with graph(tls, moved) as server, session_for(server.url(), tls) as session:
         with pytest.raises(ODataError) as info:
             await lean(session).send(read(session, "/organization"))
         with pytest.raises(ODataError) as batch:
             await lean(session).post_json(session.base_url + "/$batch", b"{}")
-    assert info.value.response_status_code == 302 and batch.value.response_status_code == 302
+    assert info.value.response_status_code == status and batch.value.response_status_code == status
     assert info.value.response_headers is not None
-    assert info.value.response_headers["request-id"] == "r-302"
+    assert info.value.response_headers["request-id"] == f"r-{status}"
     assert [seen.raw_path for seen in server.seen] == ["/v1.0/organization", "/v1.0/$batch"]
 
 
