@@ -24,6 +24,7 @@ import pytest
 import yarl
 from aiohttp import web
 from azure.core.credentials import AccessToken
+from azure.core.exceptions import ServiceRequestError
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
@@ -39,6 +40,7 @@ from auditor.graph.client import (
     as_httpx_error,
     env_proxy,
     lean_sender,
+    make_credential,
     make_graph_client,
     send_for_bytes,
 )
@@ -310,6 +312,30 @@ async def test_the_hooks_see_each_request_and_answer_as_httpx_objects(tls: Serve
     assert answers[0].json() == {"error": {"code": "TooManyRequests"}}
     assert answers[1].json() == ORGANIZATION and answers[1].headers["request-id"] == "r-200"
     assert requests[1].headers["authorization"] == f"Bearer {token()}"
+
+
+@pytest.mark.parametrize("coding", [web.ContentCoding.gzip, web.ContentCoding.deflate])
+async def test_a_compressed_answer_is_read_and_shown_to_the_hooks_decoded(
+    tls: ServerTLS, coding: web.ContentCoding
+) -> None:
+    # Graph compresses its answers when asked to (aiohttp asks: Accept-Encoding: gzip, deflate).
+    shown: list[Any] = []
+
+    async def on_response(response: httpx.Response) -> None:
+        shown.append((response.json(), response.headers.get("content-encoding")))
+
+    async def compressed(request: web.Request) -> web.StreamResponse:
+        answer = web.json_response(ORGANIZATION)
+        answer.enable_compression(coding)
+        return answer
+
+    async with (
+        graph(tls, compressed) as server,
+        session_for(server.url(), tls, hooks={"response": [on_response]}) as session,
+    ):
+        body = await lean(session).send(read(session, "/organization"))
+    assert server.seen[0].headers["accept-encoding"] == "gzip, deflate"
+    assert json.loads(body) == ORGANIZATION and shown == [(ORGANIZATION, None)]
 
 
 async def test_only_a_response_hook_still_sees_every_answer(tls: ServerTLS) -> None:
@@ -622,7 +648,6 @@ async def test_credentials_in_netrc_are_not_sent_to_graph(
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     async with graph(tls, organization) as server, session_for(server.url(), tls) as session:
-        lean(session).guard = None
         await lean(session).post_json(server.url("localhost") + "/v1.0/$batch", b"{}")
     assert "authorization" not in server.seen[0].headers
 
@@ -797,3 +822,52 @@ async def test_the_sdk_path_keeps_at_most_20_connections_and_10_idle_ones(tls: S
         assert len(first) == 20 and len(server.peers) == 20 and len(server.peers & first) == 10
         await burst(session, 24)
     assert len(server.seen) == 64 and server.most_in_flight == 20
+
+
+async def test_the_sdk_path_shows_its_requests_to_the_hooks(tls: ServerTLS) -> None:
+    seen: list[tuple[str, str]] = []
+    statuses: list[int] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        seen.append((request.method, str(request.url)))
+
+    async def on_response(response: httpx.Response) -> None:
+        statuses.append(response.status_code)
+
+    hooks: dict[str, list[Any]] = {"request": [on_request], "response": [on_response]}
+    async with graph(tls, organization) as server, session_for(server.url(), tls, hooks=hooks) as session:
+        await send_for_bytes(session.client, read(session, "/organization"))
+    assert seen == [("GET", server.url() + "/v1.0/organization")] and statuses == [200]
+
+
+# --- the sign-in's own connections ------------------------------------------------------------------------------
+
+
+async def test_a_sign_in_endpoint_that_never_completes_the_handshake_costs_the_timeout_per_try(
+    tls: ServerTLS,
+) -> None:
+    # azure-core would wait 300 s for each connection; the credential gets the run's time-out (at most 30 s)
+    connections = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await asyncio.sleep(3)
+
+    async with raw_server(silent, None) as port:
+        config = settings(
+            "https://graph.example",
+            tls,
+            authority=f"https://127.0.0.1:{port}",
+            timeout_seconds=0.3,
+            client_secret="s",
+        )
+        credential = make_credential(config)
+        began = time.monotonic()
+        try:
+            with pytest.raises(ServiceRequestError):
+                await credential.get_token(config.scope)
+        finally:
+            await credential.close()
+    # three tries of 0.3 s, one back-off of 1 s
+    assert connections == 3 and time.monotonic() - began < 4.0
