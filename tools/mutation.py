@@ -116,8 +116,9 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_client.py",
             "tests/unit/test_endpoints.py",
             "tests/unit/test_writer.py",
-            # Not tests/simulator/test_identity.py: its sign-in table pops keys from its parameters, so it
-            # fails when mutmut runs it a second time in one process.
+            "tests/integration/test_lean_wire.py",
+            "tests/integration/test_sign_in_trust.py",
+            "tests/simulator/test_identity.py",
             "tests/integration/test_lean_batch.py",
             "tests/integration/test_tenant_and_endpoints.py",
         ),

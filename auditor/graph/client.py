@@ -528,9 +528,9 @@ class LeanSender:
             raise failure from None
         self.gate.note(status, answer_headers)
         if observed is not None and self.response_hooks:
-            seen = httpx.Response(
-                status, headers=list(answer_headers.items()), content=body, request=observed
-            )
+            # aiohttp has already decoded a gzip/deflate body: httpx must not decode it once more.
+            shown = [(k, v) for k, v in answer_headers.items() if k.lower() != "content-encoding"]
+            seen = httpx.Response(status, headers=shown, content=body, request=observed)
             for hook in self.response_hooks:
                 await hook(seen)
         # Graph does not redirect these reads (nor $batch); a redirect is not an answer to read as one.

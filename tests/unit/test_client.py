@@ -421,8 +421,11 @@ async def test_a_failing_sign_in_endpoint_gets_two_quick_retries_from_the_creden
         await credential.close()
     assert info.value.status_code == 503
     assert sim.count(route="identity.token") == 3, "the first try and two retries"
-    # at once, then after 1 s (azure-core's back-off: 0.5 s x 2 for the second retry)
+    # at once, then after 1 s (azure-core's back-off: 0.5 s x 2 for the second retry; its default factor
+    # of 0.8 would wait 1.6 s)
     assert 0.9 <= time.monotonic() - began < 2.5
+    first, second, third = [r.time for r in sim.requests() if r.route == "identity.token"]
+    assert second - first < 0.4 and 0.9 <= third - second < 1.4
 
 
 async def test_the_credential_trusts_the_configured_ca_bundle(
