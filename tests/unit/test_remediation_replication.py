@@ -165,11 +165,27 @@ async def test_a_write_not_yet_visible_is_journalled_with_how_long_it_was_waited
         graph, graph, Journal(tmp_path / "j"), sleep=clock.sleep, verify_timeout=3.25
     ).apply(_entry())
     assert outcome.action is RemediationAction.CREATED_UNVERIFIED
+    assert outcome.detail == (
+        "Graph created the assignment (201) but it was not yet visible after 3 s (directory replication); "
+        "the next run confirms it. Do not create it again by hand"
+    )
     assert journal_lines(tmp_path / "j")[-1] == {
         "action": "verify",
         "outcome": "created_unverified",
         "waited_seconds": 3.2,
     }
+
+
+async def test_the_wait_before_a_write_showed_is_journalled_to_a_tenth_of_a_second(tmp_path: Path) -> None:
+    # Reads after 0.5, 1 and (the window's last) 1.75 s: it shows on the fourth read, 3.25 s in.
+    graph = Replicating([Answer(201, "ra-1")], [True], lag=3)
+    clock = Clock()
+    outcome = await Applier(
+        graph, graph, Journal(tmp_path / "j"), sleep=clock.sleep, verify_timeout=3.25
+    ).apply(_entry())
+    assert outcome.action is RemediationAction.CREATED
+    assert clock.slept == [0.5, 1.0, 1.75]
+    assert journal_lines(tmp_path / "j")[-1]["waited_seconds"] == 3.2
 
 
 async def test_a_conflict_not_yet_visible_is_journalled_and_reported_as_written(tmp_path: Path) -> None:
