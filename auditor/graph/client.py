@@ -163,7 +163,7 @@ class SignInTransport(AioHttpTransport):  # type: ignore[misc]  # azure-core imp
         self._context = context
 
     async def open(self) -> None:
-        if getattr(self, "session", None) is None and not self._has_been_opened:
+        if not self._has_been_opened:  # never given a session: make it on the first open
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._context),
                 trust_env=True,
