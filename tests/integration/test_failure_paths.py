@@ -589,14 +589,24 @@ async def test_a_current_eligibility_is_eligible_only(fp_sim: GraphSimulator, tm
 
 
 async def remediate(
-    sim: GraphSimulator, tmp_path: Path, key: str, *, verify_timeout: float = 60.0
+    sim: GraphSimulator,
+    tmp_path: Path,
+    key: str,
+    *,
+    verify_timeout: float = 60.0,
+    request_timeout: float | None = None,
 ) -> TenantResult:
     config = make_config(sim, tmp_path)
     tenant = tenant_config(config, key)
     result = await TenantAuditor(config)(tenant)
     plan = plan_remediation([result], [tenant])
     assert [e.action for e in plan] == [A.PLANNED]
-    outcomes = await apply_plan(plan, Journal(tmp_path / "remediation.jsonl"), verify_timeout=verify_timeout)
+    outcomes = await apply_plan(
+        plan,
+        Journal(tmp_path / "remediation.jsonl"),
+        verify_timeout=verify_timeout,
+        request_timeout=request_timeout,
+    )
     return apply_remediation(result, outcomes[tenant.tenant_id])
 
 
@@ -758,14 +768,10 @@ async def test_a_write_slower_than_the_request_time_out_is_given_up_on_and_read_
             after=True,
         )
     )
-    config = make_config(write_sim, tmp_path)
-    tenant = tenant_config(config, "role-missing")
-    result = await TenantAuditor(config)(tenant)
-    plan = plan_remediation([result], [tenant])
     outcome = (
-        await apply_plan(plan, Journal(tmp_path / "remediation.jsonl"), verify_timeout=5, request_timeout=0.5)
-    )[tenant.tenant_id]
-    assert outcome.action is A.CREATED, outcome
+        await remediate(write_sim, tmp_path, "role-missing", verify_timeout=5, request_timeout=0.5)
+    ).remediation
+    assert outcome is not None and outcome.action is A.CREATED, outcome
     assert outcome.detail == "confirmed by reading it back after Graph answered nothing"
     assert vendor_security_readers(write_sim, "role-missing") == 1
 
@@ -782,15 +788,11 @@ async def test_a_write_refused_with_403_names_the_tenant_and_the_permission_it_n
             message="Insufficient privileges to complete the operation.",
         )
     )
-    config = make_config(write_sim, tmp_path)
-    tenant = tenant_config(config, "role-missing")
-    result = await TenantAuditor(config)(tenant)
-    outcome = (await apply_plan(plan_remediation([result], [tenant]), Journal(tmp_path / "j.jsonl")))[
-        tenant.tenant_id
-    ]
-    assert outcome.action is A.FAILED
+    outcome = (await remediate(write_sim, tmp_path, "role-missing")).remediation
+    assert outcome is not None and outcome.action is A.FAILED
+    label = tenant_config(make_config(write_sim, tmp_path), "role-missing").label
     assert outcome.detail.startswith(
-        f"Graph refused the role assignment in tenant {tenant.label}: 403 Authorization_RequestDenied: "
+        f"Graph refused the role assignment in tenant {label}: 403 Authorization_RequestDenied: "
         "Insufficient privileges to complete the operation."
     ), outcome.detail
     assert "RoleManagement.ReadWrite.Directory" in outcome.detail, outcome.detail
