@@ -9,7 +9,6 @@ reads) and the configured bundle is some other CA.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from auditor.graph.client import jwt_claims, make_credential, open_session, send
 from auditor.simulator import GraphSimulator
 from auditor.simulator.tls import make_server_tls
 from tests.conftest import DEMO_TENANTS, settings_for
+from tests.integration.test_lean_wire import connect_proxy
 
 
 async def test_a_ca_bundle_adds_trust_to_the_sign_in_and_takes_none_away(
@@ -62,56 +62,14 @@ async def test_without_any_trust_for_the_endpoint_the_sign_in_is_refused(
         await credential.close()
 
 
-class ConnectProxy:
-    """An HTTPS proxy on loopback (HTTP CONNECT, then bytes both ways) that notes each tunnel's target."""
-
-    def __init__(self) -> None:
-        self.tunnels: list[str] = []
-        self.server: asyncio.AbstractServer | None = None
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._tunnel, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        method, target, _ = head.split(" ", 2)
-        if method != "CONNECT":
-            writer.close()
-            return
-        self.tunnels.append(target)
-        host, port = target.rsplit(":", 1)
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while chunk := await source.read(65536):
-                    sink.write(chunk)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 async def test_the_sign_in_goes_through_the_proxy_the_environment_names(
     sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An MSP's scheduler behind an outbound proxy sets HTTPS_PROXY; the sign-in must use it like Graph does.
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
-    proxy = ConnectProxy()
-    async with proxy as url:
-        monkeypatch.setenv("HTTPS_PROXY", url)
+    async with connect_proxy() as (port, lines):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
         credential = make_credential(settings_for(sim, "contoso"))
         try:
             token = await credential.get_token(sim.scope)
@@ -119,4 +77,4 @@ async def test_the_sign_in_goes_through_the_proxy_the_environment_names(
             await credential.close()
     assert jwt_claims(token.token)["tid"] == DEMO_TENANTS["contoso"]
     authority = urlsplit(sim.authority)
-    assert f"{authority.hostname}:{authority.port}" in proxy.tunnels
+    assert f"CONNECT {authority.hostname}:{authority.port} HTTP/1.1".encode() in lines
