@@ -120,8 +120,7 @@ class RoleAssignmentWriter:
                 exc, settings.client_id, self.tenant_label, settings.tenant_id
             ) from None
         created = json.loads(raw) if raw else {}
-        values = inspection.response_headers.get("request-id") or set()
-        request_id = next(iter(values), None)
+        request_id = _header(inspection.response_headers, "request-id")
         return WriteAnswer(201, str(created.get("id") or "") or None, request_id)
 
 
